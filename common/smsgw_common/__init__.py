@@ -1,0 +1,1 @@
+"""Contracts shared by the gateway's services: settings, models, topics, payloads."""

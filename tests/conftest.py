@@ -1,0 +1,96 @@
+"""Fixtures every test tier shares: a fresh Postgres database per run (dropped
+after), a private MQTT topic prefix and a private Redis database, so that test
+runs never see each other's data."""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis as redis_lib
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MQTT_HOST = os.environ.get("TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("TEST_MQTT_PORT", "1883"))
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def _admin_conn():
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True
+    return conn
+
+
+def create_database(name: str) -> str:
+    with _admin_conn() as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=name)
+    return url.render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    conn = _admin_conn()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return f"{os.getpid()}_{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="session")
+def database_url(run_id):
+    """A migrated database of its own for this test run."""
+    from smsgw_api.migrate import upgrade
+
+    name = f"smsgw_test_{run_id}"
+    url = create_database(name)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def mqtt_prefix(run_id) -> str:
+    return f"smsgw-test-{run_id}/"
+
+
+@pytest.fixture(scope="session")
+def redis_url(run_id):
+    # Databases 1..15 are used by tests; 0 is left to whatever runs natively.
+    db = 1 + (os.getpid() % 15)
+    url = f"{REDIS_BASE}/{db}"
+    yield url
+    redis_lib.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture(scope="session")
+def service_env(database_url, mqtt_prefix, redis_url) -> dict[str, str]:
+    """Environment for a service process started by a test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "POSTGRES_", "REDIS_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        MQTT_HOST=MQTT_HOST,
+        MQTT_PORT=str(MQTT_PORT),
+        MQTT_PREFIX=mqtt_prefix,
+        REDIS_URL=redis_url,
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable
