@@ -27,8 +27,12 @@ def _admin_conn():
 
 
 def create_database(name: str) -> str:
-    with _admin_conn() as conn, conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    conn = _admin_conn()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
     url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=name)
     return url.render_as_string(hide_password=False)
 
