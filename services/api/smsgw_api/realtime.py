@@ -1,0 +1,586 @@
+"""Live events: Socket.IO for browsers, and the one event consumer per deployment.
+
+How it fits together (see docs/realtime.md):
+
+- Every API process runs Flask-SocketIO in gevent mode with Redis as the
+  Socket.IO message queue, so an emit from any process reaches the clients of
+  every process and every replica.
+- Transport is WebSocket only: no long-polling, hence no sticky sessions are
+  needed however many gunicorn workers or replicas run. Clients connect with
+  `transports: ["websocket"]`. The gunicorn worker class is plain `gevent`
+  (simple-websocket does the upgrade; gevent-websocket is not used).
+- Exactly one process per deployment is the *leader*: every API process runs a
+  small election (a Redis key set with NX and a TTL, renewed while alive). The
+  leader consumes MQTT (message events, modem states), relays them to Socket.IO,
+  queues webhook deliveries, maintains opt-outs, and runs the webhook dispatcher
+  and the sweeper. When it dies its key expires and another process takes over.
+  Its MQTT session is persistent (fixed client id, clean session off), so QoS 1
+  events published while no leader was connected are kept by the broker and
+  handed to the next leader.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import Flask, request
+from flask_socketio import SocketIO, join_room
+
+from smsgw_common.models import RECEIVED, Message, Modem, utcnow
+from smsgw_common.mqtt import Bus
+from smsgw_common.schemas import MessageEventPayload, ModemState, parse
+from smsgw_common.settings import env_bool, env_float, env_list, env_str
+
+log = logging.getLogger(__name__)
+
+ROLE_ORDER = ("viewer", "user", "admin")
+EXT_KEY = "smsgw_pipeline"
+
+socketio = SocketIO()
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    background: str = "auto"  # auto | on | off: run the leader election in this process
+    leader_ttl: float = 10.0
+    transports: tuple[str, ...] = ("websocket",)
+    report_timeout: timedelta = timedelta(hours=48)
+    sweep_interval: float = 5.0
+    webhook_allow_private: bool = True
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_base: float = 10.0
+    webhook_backoff_max: float = 3600.0
+    webhook_concurrency: int = 8
+    webhook_poll_interval: float = 1.0
+    optout_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+    optin_keywords: tuple[str, ...] = ("START", "UNSTOP")
+
+    @classmethod
+    def from_env(cls, environ=None) -> "PipelineSettings":
+        environ = os.environ if environ is None else environ
+        background = env_str("PIPELINE_BACKGROUND", "auto", environ).lower()
+        if background not in {"auto", "on", "off", "1", "0", "true", "false"}:
+            from smsgw_common.settings import SettingsError
+
+            raise SettingsError("PIPELINE_BACKGROUND must be auto, on or off")
+        background = {"1": "on", "true": "on", "0": "off", "false": "off"}.get(background, background)
+        transports = tuple(env_list("SOCKETIO_TRANSPORTS", "websocket", environ))
+        from smsgw_common.settings import env_int
+
+        return cls(
+            background=background,
+            leader_ttl=env_float("LEADER_TTL_SECONDS", 10.0, environ),
+            transports=transports,
+            report_timeout=timedelta(seconds=env_float("REPORT_TIMEOUT", 48 * 3600, environ)),
+            sweep_interval=env_float("SWEEP_INTERVAL_SECONDS", 5.0, environ),
+            webhook_allow_private=env_bool("WEBHOOK_ALLOW_PRIVATE", True, environ),
+            webhook_timeout=env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, environ),
+            webhook_max_attempts=env_int("WEBHOOK_MAX_ATTEMPTS", 8, environ),
+            webhook_backoff_base=env_float("WEBHOOK_BACKOFF_SECONDS", 10.0, environ),
+            webhook_backoff_max=env_float("WEBHOOK_BACKOFF_MAX_SECONDS", 3600.0, environ),
+            webhook_concurrency=env_int("WEBHOOK_CONCURRENCY", 8, environ),
+            webhook_poll_interval=env_float("WEBHOOK_POLL_SECONDS", 1.0, environ),
+            optout_keywords=tuple(k.upper() for k in env_list(
+                "OPTOUT_KEYWORDS", "STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT", environ)),
+            optin_keywords=tuple(k.upper() for k in env_list("OPTIN_KEYWORDS", "START,UNSTOP", environ)),
+        )
+
+
+def pipeline_settings(app: Flask) -> PipelineSettings:
+    state = app.extensions.setdefault(EXT_KEY, {})
+    if "settings" not in state:
+        state["settings"] = PipelineSettings.from_env()
+    return state["settings"]
+
+
+def _api_settings(app: Flask):
+    return app.config["SMSGW_SETTINGS"]
+
+
+def _key(app: Flask, name: str) -> str:
+    """Redis keys and channels carry the MQTT prefix: Redis pub/sub ignores the
+    database number, so two deployments (or test runs) on one Redis stay apart."""
+    return f"{_api_settings(app).common.mqtt.prefix}{name}"
+
+
+# --- Socket.IO -------------------------------------------------------------
+
+
+def rooms_for(min_role: str) -> list[str]:
+    return [f"role:{r}" for r in ROLE_ORDER[ROLE_ORDER.index(min_role):]]
+
+
+def emit(event: str, data: dict, min_role: str = "viewer") -> None:
+    """Send to every connected client whose role is at least `min_role`."""
+    try:
+        socketio.emit(event, data, to=rooms_for(min_role), namespace="/")
+    except Exception:
+        # A Redis hiccup must not stop the consumer; Postgres keeps the truth.
+        log.exception("socket.io emit of %s failed", event)
+
+
+def _principal_from_credentials(token: str | None, api_key: str | None):
+    """The API's own checks (one truth for what a valid credential is)."""
+    from smsgw_api.errors import ApiError
+    from smsgw_api.security import _principal_from_key, _principal_from_token
+
+    try:
+        if api_key:
+            return _principal_from_key(api_key.strip())
+        return _principal_from_token(token.strip())
+    except ApiError:
+        return None
+
+
+def _on_connect(auth):
+    auth = auth if isinstance(auth, dict) else {}
+    token = auth.get("token") or request.args.get("token")
+    api_key = auth.get("api_key") or request.args.get("api_key")
+    if not token and not api_key:
+        raise ConnectionRefusedError("authentication required: pass {token} or {api_key}")
+    principal = _principal_from_credentials(token, api_key)
+    if principal is None:
+        raise ConnectionRefusedError("invalid or expired credentials")
+    role = principal.role if principal.role in ROLE_ORDER else "viewer"
+    join_room(f"role:{role}")
+    # A newly connected dashboard gets the current picture without waiting
+    # for the next change.
+    from flask import current_app
+
+    app = current_app._get_current_object()
+    try:
+        r = _redis(app)
+        raw = r.get(_key(app, "mqtt_status"))
+        status = json.loads(raw) if raw else {"connected": False, "broker": _broker(app)}
+        socketio.emit("mqtt_status", status, to=request.sid)
+        for blob in r.hvals(_key(app, "modem_status")):
+            socketio.emit("modem_status", json.loads(blob), to=request.sid)
+    except Exception:
+        log.exception("could not send the initial state to a new socket")
+    return True
+
+
+def _broker(app: Flask) -> str:
+    mqtt = _api_settings(app).common.mqtt
+    return f"{mqtt.host}:{mqtt.port}"
+
+
+def _redis(app: Flask):
+    from smsgw_api.extensions import redis_client
+
+    return redis_client.get(app)
+
+
+def init_app(app: Flask) -> None:
+    settings = pipeline_settings(app)
+    api = _api_settings(app)
+    socketio.init_app(
+        app,
+        async_mode="gevent",
+        message_queue=api.common.redis.url,
+        channel=_key(app, "socketio"),
+        cors_allowed_origins=origin_checker(api.cors_allowed_origins),
+        transports=list(settings.transports),
+        logger=False,
+        engineio_logger=False,
+    )
+    socketio.on_event("connect", _on_connect)
+    if _should_run_background(app, settings):
+        start_background(app)
+
+
+def origin_checker(allowed: tuple[str, ...]):
+    """Same origin (the dashboard behind the same nginx) or the CORS allow-list;
+    a client without an Origin header is no browser, and CSRF needs one."""
+    allowed_set = set(allowed)
+
+    def check(origin, environ=None):
+        if not origin or origin in allowed_set:
+            return True
+        host = (environ or {}).get("HTTP_X_FORWARDED_HOST") or (environ or {}).get("HTTP_HOST")
+        if not host:
+            return False
+        host = host.split(",")[0].strip()
+        return origin in (f"http://{host}", f"https://{host}")
+
+    return check
+
+
+def _should_run_background(app: Flask, settings: PipelineSettings) -> bool:
+    if settings.background == "off" or app.testing:
+        return False
+    if settings.background == "on":
+        return True
+    try:
+        from gevent import monkey
+
+        # Under gunicorn's gevent worker (or our own entry point) the process is
+        # patched and background work runs as greenlets; a plain import of the
+        # app (CLI, unit tests) stays passive.
+        return monkey.is_module_patched("socket")
+    except ImportError:
+        return False
+
+
+# --- Leader election -------------------------------------------------------
+
+# Take the lock if free, keep it if ours (also after a Redis hiccup made us
+# step down while the key still names us).
+_CLAIM = """
+local holder = redis.call('get', KEYS[1])
+if holder == false then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Leader:
+    """Holds the Redis lock while alive; runs the consumer, dispatcher and
+    sweeper only while it holds it."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.settings = pipeline_settings(app)
+        self.key = _key(app, "leader")
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.is_leader = False
+        self.stopping = threading.Event()
+        self.services: list = []
+
+    def run(self) -> None:
+        r = _redis(self.app)
+        ttl_ms = int(self.settings.leader_ttl * 1000)
+        interval = max(self.settings.leader_ttl / 3, 0.2)
+        renewed = 0.0
+        while not self.stopping.is_set():
+            try:
+                holds = bool(r.eval(_CLAIM, 1, self.key, self.me, ttl_ms))
+                if holds:
+                    renewed = time.monotonic()
+                if holds and not self.is_leader:
+                    log.info("became the events leader", extra={"leader": self.me})
+                    self._step_up()
+                elif not holds and self.is_leader:
+                    log.warning("lost the events leadership")
+                    self._step_down()
+            except Exception:
+                log.exception("leader election round failed")
+                if self.is_leader and time.monotonic() - renewed > self.settings.leader_ttl * 0.8:
+                    # Our key may have expired by now and someone else taken
+                    # over: two leaders would relay every event twice.
+                    self._step_down()
+            self.stopping.wait(interval)
+        if self.is_leader:
+            self._step_down()
+            try:
+                r.eval(_RELEASE, 1, self.key, self.me)
+            except Exception:
+                pass
+
+    def _step_up(self) -> None:
+        from smsgw_api import sweeper, webhooks
+
+        self.is_leader = True
+        consumer = EventConsumer(self.app)
+        dispatcher = webhooks.Dispatcher(self.app)
+        sweep = sweeper.Sweeper(self.app)
+        consumer.on_modem_offline = sweep.wake
+        consumer.on_deliveries = dispatcher.wake
+        self.services = [consumer, dispatcher, sweep]
+        for svc in self.services:
+            svc.start()
+
+    def _step_down(self) -> None:
+        self.is_leader = False
+        for svc in self.services:
+            try:
+                svc.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(svc).__name__)
+        self.services = []
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def release(self) -> None:
+        self.stopping.set()
+        if not self.is_leader:
+            return
+        self._step_down()
+        try:
+            _redis(self.app).eval(_RELEASE, 1, self.key, self.me)
+        except Exception:
+            pass
+
+
+def start_background(app: Flask) -> Leader:
+    state = app.extensions.setdefault(EXT_KEY, {})
+    if state.get("leader_pid") == os.getpid():
+        return state["leader"]
+    try:
+        from psycogreen.gevent import patch_psycopg
+
+        # The leader talks to Postgres constantly; under gevent each query
+        # must yield instead of freezing the whole worker.
+        patch_psycopg()
+    except ImportError:
+        pass
+    leader = Leader(app)
+    state["leader"], state["leader_pid"] = leader, os.getpid()
+    # A worker that exits cleanly (restart, scale down) hands over at once
+    # instead of after LEADER_TTL_SECONDS.
+    atexit.register(leader.release)
+    t = threading.Thread(target=leader.run, name="events-leader", daemon=True)
+    t.start()
+    return leader
+
+
+# --- The event consumer (leader only) --------------------------------------
+
+
+def status_update_payload(ev: MessageEventPayload, msg: Message | None) -> dict:
+    """`sms_status_update` with the seed's fields and more (docs/api-contract.md)."""
+    direction = msg.direction if msg is not None else ev.direction
+    sender = (msg.sender if msg is not None else None) or ev.sender
+    recipient = (msg.recipient if msg is not None else None) or ev.recipient
+    if direction == "outbound":
+        sender = (msg.sender_sim if msg is not None else None) or sender
+    return {
+        "message_id": ev.message_id,
+        "id": ev.message_id,
+        "status": ev.state,
+        "state": ev.state,
+        "direction": direction,
+        "sender_number": sender,
+        "receiver_number": recipient,
+        "message": (msg.message if msg is not None else None) or ev.message,
+        "sim_card_id": ev.sim_card_id if ev.sim_card_id is not None else (msg.sim_card_id if msg else None),
+        "modem_id": ev.modem_id,
+        "segments": ev.segments if ev.segments is not None else (msg.segments if msg else None),
+        "timestamp": ev.at.isoformat(),
+        "error_code": ev.error_code,
+        "error_text": ev.error_text,
+    }
+
+
+def modem_status_payload(modem_id: str, st: ModemState) -> dict:
+    return {
+        "modem_id": modem_id,
+        "online": st.online,
+        "signal_quality": st.signal_quality,
+        "signal_dbm": st.signal_dbm,
+        "registration": st.registration,
+        "operator": st.operator,
+        "sim_card_id": st.sim_card_id,
+        "number": st.number,
+        "last_error": st.last_error,
+        "queue_depth": st.queue_depth,
+        "reason": st.reason,
+        "timestamp": st.ts.isoformat(),
+    }
+
+
+class EventConsumer:
+    """Subscribes to message events and modem states; one per deployment.
+
+    paho's network thread only parses and enqueues; a worker thread does the
+    database work so that a slow query never delays MQTT acknowledgements.
+    """
+
+    def __init__(self, app: Flask):
+        self.app = app
+        api = _api_settings(app)
+        from smsgw_common.topics import Topics
+
+        self.topics = Topics(api.common.mqtt.prefix)
+        # A fixed client id makes the session persistent across leaders.
+        client_id = "events-" + api.common.mqtt.prefix.strip("/").replace("/", "-")[-40:]
+        self.bus = Bus(api.common.mqtt, client_id=client_id, on_connect=self._connected)
+        self.bus.client.on_disconnect = self._disconnected
+        self.queue: queue.Queue = queue.Queue(maxsize=100000)
+        self.stopping = threading.Event()
+        self.on_modem_offline = lambda: None
+        self.on_deliveries = lambda: None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.bus.subscribe(self.topics.message_events(), self._enqueue_message_event)
+        self.bus.subscribe(self.topics.all_states(), self._enqueue_state)
+        self._thread = threading.Thread(target=self._work, name="events-consumer", daemon=True)
+        self._thread.start()
+        self.bus.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.queue.put(None)
+        self.bus.stop()
+        self._publish_mqtt_status(False)
+
+    # paho thread
+    def _connected(self) -> None:
+        self._publish_mqtt_status(True)
+
+    def _disconnected(self, client, userdata, flags, reason_code, properties):
+        self.bus._on_disconnect(client, userdata, flags, reason_code, properties)
+        if not self.stopping.is_set():
+            self._publish_mqtt_status(False)
+
+    def _publish_mqtt_status(self, connected: bool) -> None:
+        status = {"connected": connected, "broker": _broker(self.app)}
+        try:
+            _redis(self.app).set(_key(self.app, "mqtt_status"), json.dumps(status))
+        except Exception:
+            log.exception("could not store the mqtt status")
+        emit("mqtt_status", status)
+
+    def _enqueue_message_event(self, topic: str, payload: bytes) -> None:
+        ev = parse(MessageEventPayload, payload)
+        if ev is not None:
+            self.queue.put(("message", ev))
+
+    def _enqueue_state(self, topic: str, payload: bytes) -> None:
+        modem_id = self.topics.modem_id_of(topic)
+        if not payload:
+            return  # a cleared retained state
+        st = parse(ModemState, payload)
+        if st is not None and modem_id:
+            self.queue.put(("state", (modem_id, st)))
+
+    # worker thread
+    def _work(self) -> None:
+        while not self.stopping.is_set():
+            item = self.queue.get()
+            if item is None:
+                return
+            kind, data = item
+            try:
+                if kind == "message":
+                    self.handle_message_event(data)
+                else:
+                    self.handle_modem_state(*data)
+            except Exception:
+                # One bad event must not stop the relay of the next ones.
+                log.exception("handling a %s event failed", kind)
+
+    def handle_message_event(self, ev: MessageEventPayload) -> None:
+        from smsgw_api import optouts, webhooks
+        from smsgw_api.extensions import db
+
+        # An inbound event carries everything a browser shows: relay it before
+        # touching the database. Outbound events need the row (text, numbers).
+        early = ev.state == RECEIVED and ev.message is not None and ev.sender is not None
+        session = db.new_session(self.app)
+        try:
+            msg = None if early else session.get(Message, ev.message_id)
+            data = status_update_payload(ev, msg)
+            # Browsers first: they are the latency-sensitive consumers.
+            emit("sms_status_update", data)
+            if ev.state == RECEIVED:
+                emit("sms_received", {
+                    "id": ev.message_id,
+                    "message_id": ev.message_id,
+                    "sender": data["sender_number"],
+                    "recipient": data["receiver_number"],
+                    "message": data["message"],
+                    "sim_card_id": data["sim_card_id"],
+                    "timestamp": data["timestamp"],
+                })
+                change = optouts.apply_keyword(session, self.app, data["sender_number"], data["message"])
+            else:
+                change = None
+            if early:
+                msg = session.get(Message, ev.message_id)
+                data = status_update_payload(ev, msg)
+            queued = webhooks.enqueue_message_event(session, ev, msg, data)
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        if change:
+            optouts.announce(change)
+        if queued:
+            self.on_deliveries()
+
+    def handle_modem_state(self, modem_id: str, st: ModemState) -> None:
+        from smsgw_api import webhooks
+        from smsgw_api.extensions import db
+
+        data = modem_status_payload(modem_id, st)
+        r = _redis(self.app)
+        # The previous state lives in Redis, not in this process: a new leader
+        # still sees an online -> offline change that happened during handover.
+        prev_raw = r.hget(_key(self.app, "modem_status"), modem_id)
+        r.hset(_key(self.app, "modem_status"), modem_id, json.dumps(data))
+        emit("modem_status", data)
+        prev_online = json.loads(prev_raw).get("online") if prev_raw else None
+        session = db.new_session(self.app)
+        try:
+            modem = session.get(Modem, modem_id)
+            if modem is not None and (modem.online != st.online or not st.online):
+                # A dead worker cannot write its own offline state; its will can.
+                modem.online = st.online
+                if st.online:
+                    modem.last_seen_at = utcnow()
+            queued = 0
+            if prev_online != st.online:
+                queued = webhooks.enqueue_modem_event(session, modem_id, st, data)
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        if queued:
+            self.on_deliveries()
+        if not st.online:
+            self.on_modem_offline()
+
+
+# --- Standalone -------------------------------------------------------------
+
+
+def main() -> int:
+    """`python -m smsgw_api.realtime`: a leader candidate without HTTP, for
+    deployments that prefer the background work in its own process."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    from smsgw_api import create_app
+
+    os.environ["PIPELINE_BACKGROUND"] = "on"
+    app = create_app()
+    leader = app.extensions[EXT_KEY]["leader"]
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: leader.stop())
+    while not leader.stopping.is_set():
+        time.sleep(1)
+    time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

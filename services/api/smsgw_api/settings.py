@@ -1,0 +1,101 @@
+"""API settings, typed, from the environment (see `.env.example`).
+
+`ApiSettings.from_env()` raises `SettingsError` with a message that names the
+variable; `python -m smsgw_api serve` prints it and exits instead of starting
+with a missing or placeholder secret.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+from smsgw_common.settings import (
+    CommonSettings,
+    SettingsError,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+)
+
+__all__ = ["ApiSettings", "SettingsError"]
+
+JWT_MIN_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    common: CommonSettings
+    jwt_secret: str
+    jwt_ttl_hours: float = 24.0
+    cors_allowed_origins: tuple[str, ...] = ()
+    max_segments: int = 10
+    max_body_bytes: int = 256 * 1024
+    default_page_size: int = 50
+    max_page_size: int = 200
+    max_batch_size: int = 1000
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    login_max_attempts: int = 10  # per username+ip within the window
+    login_window_seconds: int = 300
+    ussd_timeout_seconds: float = 15.0
+    routing_cache_seconds: float = 1.0
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    api_key_touch_seconds: int = 60  # how often last_used_at is written
+    auth_cache_seconds: float = 2.0  # how long a worker trusts a key/user lookup
+    trust_proxy: bool = False  # take the client ip from X-Forwarded-For (nginx)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        return self.common.database.url
+
+    @classmethod
+    def from_env(cls, environ=None) -> "ApiSettings":
+        environ = os.environ if environ is None else environ
+        common = CommonSettings.from_env("api", environ)
+        jwt_secret = env_secret("JWT_SECRET", environ, required=True, min_length=JWT_MIN_LENGTH)
+        settings = cls(
+            common=common,
+            jwt_secret=jwt_secret,
+            jwt_ttl_hours=env_float("JWT_TTL_HOURS", 24.0, environ),
+            cors_allowed_origins=tuple(env_list("CORS_ALLOWED_ORIGINS", "", environ)),
+            max_segments=env_int("MAX_SEGMENTS", 10, environ),
+            max_body_bytes=env_int("MAX_BODY_BYTES", 256 * 1024, environ),
+            default_page_size=env_int("PAGE_SIZE_DEFAULT", 50, environ),
+            max_page_size=env_int("PAGE_SIZE_MAX", 200, environ),
+            max_batch_size=env_int("MAX_BATCH_SIZE", 1000, environ),
+            admin_username=env_str("ADMIN_USERNAME", "admin", environ),
+            admin_password=env_secret("ADMIN_PASSWORD", environ, required=False, min_length=12),
+            login_max_attempts=env_int("LOGIN_MAX_ATTEMPTS", 10, environ),
+            login_window_seconds=env_int("LOGIN_WINDOW_SECONDS", 300, environ),
+            ussd_timeout_seconds=env_float("USSD_TIMEOUT_SECONDS", 15.0, environ),
+            routing_cache_seconds=env_float("ROUTING_CACHE_SECONDS", 1.0, environ),
+            db_pool_size=env_int("API_DB_POOL_SIZE", 10, environ),
+            db_max_overflow=env_int("API_DB_MAX_OVERFLOW", 20, environ),
+            api_key_touch_seconds=env_int("API_KEY_TOUCH_SECONDS", 60, environ),
+            auth_cache_seconds=env_float("AUTH_CACHE_SECONDS", 2.0, environ),
+            trust_proxy=env_bool("TRUST_PROXY", False, environ),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if len(self.jwt_secret) < JWT_MIN_LENGTH:
+            raise SettingsError(f"JWT_SECRET must be at least {JWT_MIN_LENGTH} characters long")
+        if not 1 <= self.max_segments <= 255:
+            raise SettingsError("MAX_SEGMENTS must be between 1 and 255 (a concatenated SMS has at most 255 parts)")
+        if self.jwt_ttl_hours <= 0:
+            raise SettingsError("JWT_TTL_HOURS must be positive")
+        if not 1 <= self.default_page_size <= self.max_page_size:
+            raise SettingsError("PAGE_SIZE_DEFAULT must be between 1 and PAGE_SIZE_MAX")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("MAX_BODY_BYTES must be at least 1024")
+        if "*" in self.cors_allowed_origins:
+            raise SettingsError("CORS_ALLOWED_ORIGINS is an allow-list; '*' is not accepted")
+
+    def with_overrides(self, **kw) -> "ApiSettings":
+        return replace(self, **kw)

@@ -1,0 +1,206 @@
+"""Request plumbing every blueprint shares: the request id, the JSON body,
+pagination parameters, timestamps, the audit trail and CORS."""
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from datetime import datetime, timezone
+
+from flask import Flask, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from smsgw_common import jsonlog
+from smsgw_common.models import Log
+
+from .errors import ApiError, ValidationError
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def settings():
+    return current_app.config["SMSGW_SETTINGS"]
+
+
+def request_id() -> str | None:
+    return g.get("request_id")
+
+
+def client_ip() -> str | None:
+    if settings().trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return (request.remote_addr or "")[:64] or None
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a 4xx that says what is wrong with it."""
+    if request.content_length and request.content_length > settings().max_body_bytes:
+        raise ApiError(f"request body is larger than {settings().max_body_bytes} bytes", 413)
+    if not request.is_json:
+        raise ApiError("Content-Type must be application/json", 415, "unsupported_media_type")
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise ApiError(f"request body is larger than {settings().max_body_bytes} bytes", 413) from None
+    if not raw.strip():
+        raise ApiError("request body is empty; send a JSON object", 400, "invalid_json")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError("request body is not valid JSON", 400, "invalid_json")
+    if not isinstance(data, dict):
+        raise ApiError("request body must be a JSON object", 400, "invalid_json")
+    return data
+
+
+def parse_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise ValidationError({name: "must be an integer"})
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValidationError({name: "must be an integer"}) from None
+    if isinstance(value, float) and value != number:
+        raise ValidationError({name: "must be an integer"})
+    if minimum is not None and number < minimum:
+        raise ValidationError({name: f"must be at least {minimum}"})
+    if maximum is not None and number > maximum:
+        raise ValidationError({name: f"must be at most {maximum}"})
+    return number
+
+
+def parse_time(value, name: str) -> datetime:
+    """ISO 8601 (a naive time is UTC) or a Unix timestamp (the seed's format)."""
+    if isinstance(value, bool):
+        raise ValidationError({name: "must be an ISO 8601 time or a Unix timestamp"})
+    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip())):
+        try:
+            return datetime.fromtimestamp(float(value), timezone.utc)
+        except (OverflowError, ValueError, OSError):
+            raise ValidationError({name: "timestamp out of range"}) from None
+    if not isinstance(value, str):
+        raise ValidationError({name: "must be an ISO 8601 time or a Unix timestamp"})
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError({name: f"{value!r} is not an ISO 8601 time"}) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class Page:
+    """`?page=&per_page=` or `?before_id=` (keyset: constant time at any depth)."""
+
+    def __init__(self):
+        s = settings()
+        args = request.args
+        self.per_page = parse_int(args.get("per_page", s.default_page_size), "per_page", 1, s.max_page_size)
+        self.before_id = None
+        self.page = None
+        if args.get("before_id") not in (None, ""):
+            self.before_id = parse_int(args["before_id"], "before_id", 1)
+        else:
+            self.page = parse_int(args.get("page", 1), "page", 1, 100000)
+
+    @property
+    def offset(self) -> int:
+        return 0 if self.page is None else (self.page - 1) * self.per_page
+
+    def meta(self, rows: list, total: int | None, id_of=lambda r: r["id"]) -> dict:
+        has_more = len(rows) > self.per_page
+        next_before = id_of(rows[self.per_page - 1]) if has_more else None
+        return {"page": self.page, "per_page": self.per_page, "total": total, "next_before_id": next_before}
+
+
+def audit(action: str, details: str | None = None, status: str = "success", sender_sim: str | None = None,
+          session=None) -> None:
+    """Add an audit row to the request's transaction: it commits or rolls back
+    with the change it describes."""
+    from .extensions import db
+
+    principal = g.get("smsgw_principal")
+    row = Log(
+        action=action,
+        details=details,
+        status=status,
+        sender_sim=sender_sim,
+        user_id=principal.user_id if principal else None,
+        actor=principal.actor if principal else None,
+        ip=client_ip(),
+        request_id=request_id(),
+    )
+    (session or db.session).add(row)
+
+
+SLOW_REQUEST_SECONDS = 1.0
+
+
+def _log_request(response) -> None:
+    """Errors and slow requests at INFO and above, the rest at DEBUG: an access
+    line per request would cost more than some requests (LOG_LEVEL=DEBUG)."""
+    started = g.get("_started")
+    elapsed = time.perf_counter() - started if started else 0.0
+    status = response.status_code
+    level = (logging.ERROR if status >= 500 else logging.WARNING if elapsed > SLOW_REQUEST_SECONDS
+             else logging.INFO if status >= 400 else logging.DEBUG)
+    if log.isEnabledFor(level):
+        principal = g.get("smsgw_principal")
+        log.log(level, "%s %s %s", request.method, request.path, status, extra={
+            "method": request.method, "path": request.path, "status": status,
+            "ms": round(elapsed * 1000, 1), "ip": client_ip(),
+            "user": principal.username if principal else None})
+
+
+def init_app(app: Flask) -> None:
+    s = app.config["SMSGW_SETTINGS"]
+    app.config["MAX_CONTENT_LENGTH"] = s.max_body_bytes
+    allowed = set(s.cors_allowed_origins)
+
+    @app.before_request
+    def _request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        # Not uuid4: os.urandom per request is measurably slow on small
+        # VMs, and a request id needs to be unique, not unguessable.
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else "%032x" % random.getrandbits(128)
+        g._log_token = jsonlog.bind(request_id=g.request_id)
+        g._started = time.perf_counter()
+        if request.method == "OPTIONS" and request.headers.get("Origin") in allowed:
+            return current_app.make_default_options_response()
+
+    @app.after_request
+    def _headers(response):
+        _log_request(response)
+        rid = g.get("request_id")
+        if rid:
+            response.headers["X-Request-ID"] = rid
+        origin = request.headers.get("Origin")
+        if origin and origin in allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, X-API-Key, Idempotency-Key, X-Request-ID"
+            )
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After"
+            response.headers["Access-Control-Max-Age"] = "600"
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.teardown_request
+    def _unbind(exc):
+        token = g.pop("_log_token", None)
+        if token is not None:
+            try:
+                jsonlog.context.reset(token)
+            except ValueError:
+                pass

@@ -1,0 +1,84 @@
+"""`python -m smsgw_worker run` (the worker) or `probe [ports...]`."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import sys
+
+from smsgw_common import jsonlog
+from smsgw_common.settings import SettingsError
+
+USAGE = "usage: python -m smsgw_worker run | probe [ports...]"
+log = logging.getLogger("smsgw_worker")
+
+
+def run() -> int:
+    from .settings import WorkerSettings
+
+    try:
+        settings = WorkerSettings.from_env()
+    except SettingsError as exc:
+        print(f"modem-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from .worker import Worker  # heavy (SQLAlchemy): only once the settings are sound
+    jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
+    emulator = None
+    device = settings.device
+    if settings.emulator:
+        # Demo profile: an emulated modem inside this process.
+        from .emulator import Emulator
+        from .emulator.control import serve
+
+        # Each demo modem gets its own stable SIM identity, so that several
+        # emulated workers never fight over one sim_cards row.
+        digits = str(int(hashlib.sha256(settings.modem_id.encode()).hexdigest(), 16))
+        emulator = Emulator(
+            profile=settings.emulator, iccid="89999" + digits[:14], imsi="00101" + digits[14:24],
+            imei="35" + digits[24:37], own_number=os.environ.get("MODEM_EMULATOR_NUMBER") or "+1555" + digits[37:44],
+        ).start()
+        device = emulator.device
+        if settings.emulator_control:
+            host, _, port = settings.emulator_control.rpartition(":")
+            try:
+                serve(emulator, host or "127.0.0.1", int(port))
+            except (OSError, ValueError) as exc:
+                print(f"modem-worker: cannot serve the emulator control on {settings.emulator_control}: {exc}",
+                      file=sys.stderr)
+                emulator.stop()
+                return 2
+        log.info("running against an emulated %s modem on %s", settings.emulator, device)
+    worker = Worker(settings, device=device)
+
+    def on_signal(signum, frame):
+        log.info("signal %s: draining", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker.run()
+    finally:
+        if emulator is not None:
+            emulator.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "run":
+        return run()
+    if argv[0] == "probe":
+        from .probe import main as probe_main
+
+        return probe_main(argv[1:])
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The quirks of the modem families the emulator can pretend to be.
+
+Each profile is what a driver meets on real hardware of that family: the
+identity strings, how the ICCID is asked for, what an unknown command gets,
+the noise it prints on its own, and how long the SIM stays busy after
+power-up. Values come from the vendors' public AT command manuals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    manufacturer: str
+    model: str
+    revision: str
+    # Final result for a command the modem does not know.
+    unknown_reply: str = "ERROR"
+    # The command that answers the ICCID, and the prefix of its answer ("" =
+    # the bare number, as SIMCom's AT+CCID prints it).
+    iccid_command: str = "+CCID"
+    iccid_prefix: str = "+CCID: "
+    # Lines printed once power-up completes (before the SIM is ready, and after).
+    boot_lines: tuple[str, ...] = ()
+    ready_lines: tuple[str, ...] = ()
+    # +CME ERROR: 14 (SIM busy) for this long after power-up.
+    sim_busy_seconds: float = 0.0
+    # Unsolicited line printed every `noise_interval` seconds ("" = none);
+    # "{rssi}" is replaced by the current signal.
+    noise_line: str = ""
+    noise_interval: float = 0.0
+    # Where status reports land with AT+CNMI=..,..,..,2 ("+CDSI: <mem>,<index>").
+    report_memory: str = "SM"
+    # Extra commands that answer just OK (vendor setup commands drivers send).
+    accepted: tuple[str, ...] = ()
+    storage_size: int = 30
+    # Line printed when the message storage becomes full.
+    full_line: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    # A plain 3GPP TS 27.007/27.005 modem with nothing surprising.
+    "generic": Profile(
+        name="generic",
+        manufacturer="Emulated",
+        model="GSM Modem",
+        revision="EMU 1.0",
+    ),
+    # Huawei E3372/E173-style USB stick: "COMMAND NOT SUPPORT" for anything it
+    # does not know, ^ICCID, periodic ^RSSI and ^BOOT noise, a SIM that is
+    # busy for a moment after power-up.
+    "huawei": Profile(
+        name="huawei",
+        manufacturer="huawei",
+        model="E3372",
+        revision="22.328.62.00.143",
+        unknown_reply="COMMAND NOT SUPPORT",
+        iccid_command="^ICCID",
+        iccid_prefix="^ICCID: ",
+        boot_lines=("^BOOT:20431365,0,0,0,75",),
+        ready_lines=("^SRVST:2", "^SIMST:1"),
+        sim_busy_seconds=0.3,
+        noise_line="^RSSI:{rssi}",
+        noise_interval=2.0,
+        accepted=("^CURC", "^PORTSEL", "^SYSCFG", "^U2DIAG", "^SETPORT"),
+        full_line='^SMMEMFULL: "SM"',
+    ),
+    # SIMCom SIM800/SIM7600-style module: RDY, +CFUN: 1, +CPIN: READY,
+    # Call Ready and SMS Ready on power-up; AT+CCID prints the bare number.
+    "simcom": Profile(
+        name="simcom",
+        manufacturer="SIMCOM_Ltd",
+        model="SIMCOM_SIM7600E-H",
+        revision="LE20B04SIM7600M22",
+        iccid_command="+CCID",
+        iccid_prefix="",
+        boot_lines=("RDY",),
+        ready_lines=("+CFUN: 1", "+CPIN: READY", "Call Ready", "SMS Ready"),
+        sim_busy_seconds=0.5,
+        accepted=("+CSCLK", "+CLTS", "+CIURC"),
+        full_line='+CIEV: "SMSFULL",1',
+    ),
+    # Quectel EC25-style module: RDY, +QIND noise, AT+QCCID, status reports
+    # stored in their own "SR" memory.
+    "quectel": Profile(
+        name="quectel",
+        manufacturer="Quectel",
+        model="EC25",
+        revision="EC25EFAR06A08M4G",
+        iccid_command="+QCCID",
+        iccid_prefix="+QCCID: ",
+        boot_lines=("RDY",),
+        ready_lines=("+CFUN: 1", "+CPIN: READY", "+QUSIM: 1", "+QIND: SMS DONE", "+QIND: PB DONE"),
+        sim_busy_seconds=0.2,
+        noise_line='+QIND: "csq",{rssi},99',
+        noise_interval=3.0,
+        report_memory="SR",
+        accepted=("+QURCCFG", "+QCFG", "+QINDCFG"),
+        full_line='+QIND: "smsfull","SM"',
+    ),
+}

@@ -1,0 +1,125 @@
+"""The latest RSS/CPU each service reported on `smsgw/stats/{source}`.
+
+Payloads follow `smsgw_common.schemas.StatsReport`. They are checked here
+with a few lines of plain Python instead of the pydantic model, because
+importing pydantic would cost a third of the collector's 30 MB budget; a test
+keeps this check in step with the shared schema.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import datetime
+
+log = logging.getLogger(__name__)
+
+_NUMBER_FIELDS = ("cpu_percent", "cpu_seconds")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_report(raw: bytes | str) -> dict | None:
+    """A StatsReport payload as a dict, or None (logged) when it is invalid."""
+    try:
+        obj = json.loads(raw)
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        if not isinstance(obj.get("source"), str) or not obj["source"]:
+            raise ValueError("source: a non-empty string is required")
+        if not isinstance(obj.get("ts"), str):
+            raise ValueError("ts: an ISO 8601 time is required")
+        ts = datetime.fromisoformat(obj["ts"])
+        if ts.tzinfo is None:
+            raise ValueError("ts: the time needs an offset (UTC)")
+        rss = obj.get("rss_bytes")
+        if rss is not None and (not isinstance(rss, int) or isinstance(rss, bool) or rss < 0):
+            raise ValueError("rss_bytes: a non-negative integer is expected")
+        for name in _NUMBER_FIELDS:
+            if obj.get(name) is not None and not _is_number(obj[name]):
+                raise ValueError(f"{name}: a number is expected")
+        if not isinstance(obj.get("extra", {}), dict):
+            raise ValueError("extra: an object is expected")
+    except (ValueError, TypeError) as exc:
+        log.warning("dropping invalid StatsReport payload: %s", str(exc)[:300])
+        return None
+    return {"source": obj["source"], "ts": ts, "rss_bytes": rss, "cpu_percent": obj.get("cpu_percent"),
+            "cpu_seconds": obj.get("cpu_seconds")}
+
+
+class ComponentTracker:
+    def __init__(self, ttl: float = 300.0, clock=time.monotonic):
+        self.ttl = ttl
+        self.clock = clock
+        self._latest: dict[str, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """MQTT handler; an invalid payload is logged and dropped."""
+        report = parse_report(payload)
+        if report is None:
+            return
+        # The topic names the publisher (the broker's ACL vouches for it); a
+        # payload claiming another source cannot overwrite that one's figures.
+        source = topic.rsplit("/", 1)[-1]
+        with self._lock:
+            self._latest[source] = (self.clock(), report)
+
+    def snapshot(self) -> dict[str, dict]:
+        """{source: {rss_bytes, cpu_percent, cpu_seconds, ts}} for sources heard
+        from within the TTL (a restarted worker's old pid drops out)."""
+        cutoff = self.clock() - self.ttl
+        out = {}
+        with self._lock:
+            for source in [s for s, (seen, _) in self._latest.items() if seen < cutoff]:
+                del self._latest[source]
+            items = list(self._latest.items())
+        for source, (_, report) in sorted(items):
+            entry = {"rss_bytes": report["rss_bytes"], "cpu_percent": report["cpu_percent"],
+                     "cpu_seconds": report["cpu_seconds"], "ts": report["ts"].isoformat()}
+            out[source] = {k: v for k, v in entry.items() if v is not None}
+        return out
+
+
+class ModemTracker:
+    """The latest retained state of each modem (`smsgw/modems/{id}/state`), so
+    that samples record signal and registration over time. Only the few
+    fields a time series needs are taken, each checked for its type."""
+
+    FIELDS = {"online": bool, "signal_dbm": int, "signal_quality": int, "registration": str, "operator": str}
+
+    def __init__(self, topics):
+        self.topics = topics
+        self._latest: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        modem_id = self.topics.modem_id_of(topic)
+        if modem_id is None:
+            return
+        if not payload:
+            # An empty retained message deletes the modem's state.
+            with self._lock:
+                self._latest.pop(modem_id, None)
+            return
+        try:
+            obj = json.loads(payload)
+            if not isinstance(obj, dict) or not isinstance(obj.get("online"), bool):
+                raise ValueError("online: a boolean is required")
+        except ValueError as exc:
+            log.warning("dropping invalid modem state on %s: %s", topic, str(exc)[:200])
+            return
+        state = {}
+        for name, kind in self.FIELDS.items():
+            value = obj.get(name)
+            if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+                state[name] = value
+        with self._lock:
+            self._latest[modem_id] = state
+
+    def snapshot(self) -> dict[str, dict]:
+        with self._lock:
+            return {modem_id: dict(state) for modem_id, state in sorted(self._latest.items())}

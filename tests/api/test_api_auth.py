@@ -1,0 +1,130 @@
+"""Login, JWTs and the login API key."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import pytest
+
+from .api_support import PASSWORD, count_rows, make_persona
+
+
+def login(client, username, password=PASSWORD):
+    return client.post("/api/auth", json={"username": username, "password": password})
+
+
+def test_it_logs_in_with_the_seed_response_keys(client, bob):
+    r = login(client, "bob")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert {"token", "username", "role", "api_key", "expires_at"} <= set(body)
+    assert body["username"] == "bob" and body["role"] == "user"
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {body['token']}"}).get_json()["username"] == "bob"
+    assert client.get("/api/me", headers={"X-API-Key": body["api_key"]}).status_code == 200
+
+
+def test_it_rotates_the_login_key_on_each_login(client, engine):
+    dora = make_persona(engine, "dora", "user")
+    first = login(client, "dora").get_json()["api_key"]
+    second = login(client, "dora").get_json()["api_key"]
+    assert first != second
+    assert client.get("/api/me", headers={"X-API-Key": first}).status_code == 401
+    assert client.get("/api/me", headers={"X-API-Key": second}).status_code == 200
+    # The persona's own named key is untouched by logins.
+    assert client.get("/api/me", headers=dora.headers).status_code == 200
+
+
+def test_it_refuses_a_wrong_password_and_audits_it(client, bob, engine):
+    before = count_rows(engine, "logs", "action = 'authentication' AND status = 'failed'")
+    r = login(client, "bob", "wrong password!")
+    assert r.status_code == 401
+    assert r.get_json()["error"] == "Invalid credentials!"
+    assert count_rows(engine, "logs", "action = 'authentication' AND status = 'failed'") == before + 1
+
+
+def test_it_refuses_an_unknown_user_the_same_way(client):
+    r = login(client, "nobody-here")
+    assert r.status_code == 401 and r.get_json()["code"] == "invalid_credentials"
+
+
+def test_it_requires_username_and_password(client):
+    r = client.post("/api/auth", json={"username": "bob"})
+    assert r.status_code == 400
+    assert r.get_json()["message"] == "Username and password are required!"
+    assert "password" in r.get_json()["fields"]
+
+
+def test_it_rate_limits_login_attempts(client, engine):
+    make_persona(engine, "erin", "user")
+    codes = [login(client, "erin", "nope-nope-nope").status_code for _ in range(5)]
+    assert codes == [401] * 5
+    r = login(client, "erin")  # even the right password waits out the window
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) > 0
+    assert "too many attempts" in r.get_json()["error"]
+
+
+def _token(app, **claims):
+    secret = app.config["SMSGW_SETTINGS"].jwt_secret
+    base = {"sub": "1", "exp": datetime.now(timezone.utc) + timedelta(hours=1)}
+    base.update(claims)
+    return jwt.encode(base, secret, algorithm="HS256")
+
+
+def test_it_rejects_an_expired_token(client, app, bob):
+    token = _token(app, sub=str(bob.id), exp=datetime.now(timezone.utc) - timedelta(seconds=5))
+    r = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and r.get_json()["code"] == "token_expired"
+
+
+def test_it_rejects_a_token_signed_with_another_key(client, bob):
+    token = jwt.encode({"sub": str(bob.id), "exp": int(time.time()) + 600}, "x" * 40, algorithm="HS256")
+    r = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and r.get_json()["code"] == "invalid_token"
+
+
+def test_it_rejects_an_unsigned_alg_none_token(client, bob):
+    def b64(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': str(bob.id), 'exp': int(time.time()) + 600})}."
+    r = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+
+
+def test_it_rejects_a_token_of_a_deactivated_user(client, app, engine, alice):
+    frank = make_persona(engine, "frank", "user")
+    token = _token(app, sub=str(frank.id))
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/api/me", headers=frank.headers).status_code == 200
+    r = client.put(f"/api/users/{frank.id}", json={"is_active": False}, headers=alice.headers)
+    assert r.status_code == 200
+    # Both were cached by the requests above; the change must not wait for the cache.
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert client.get("/api/me", headers=frank.headers).status_code == 401
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "sgw_not-a-real-key-at-all"}, {"X-API-Key": "garbage"},
+                                     {"Authorization": "Bearer not.a.jwt"}, {"Authorization": "Basic Ym9iOmJvYg=="}])
+def test_it_refuses_missing_or_bad_credentials(client, headers):
+    r = client.get("/api/sms/outbox", headers=headers)
+    assert r.status_code == 401
+    body = r.get_json()
+    assert body["error"] and body["message"] == body["error"] and body["code"]
+
+
+def test_it_changes_the_own_password(client, engine):
+    gina = make_persona(engine, "gina", "viewer")
+    r = client.put("/api/me/password", json={"current_password": "wrong", "new_password": "another long one"},
+                   headers=gina.headers)
+    assert r.status_code == 403
+    r = client.put("/api/me/password", json={"current_password": PASSWORD, "new_password": "short"},
+                   headers=gina.headers)
+    assert r.status_code == 400 and "new_password" in r.get_json()["fields"]
+    r = client.put("/api/me/password", json={"current_password": PASSWORD, "new_password": "another long one"},
+                   headers=gina.headers)
+    assert r.status_code == 200
+    assert login(client, "gina", "another long one").status_code == 200

@@ -1,0 +1,212 @@
+"""The worker as people run it: commands over MQTT, `python -m smsgw_worker
+run` with SIGTERM and the last will, configuration errors, and `probe`."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from smsgw_common.models import Modem
+from smsgw_worker.emulator import Emulator
+
+from .worker_harness import Listener, Rig
+
+
+@pytest.fixture
+def rig(database_url, mqtt_prefix):
+    made = []
+
+    def make(**kw) -> Rig:
+        r = Rig(database_url, mqtt_prefix, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _command(r: Rig, command: str, **args) -> dict:
+    request_id = uuid.uuid4().hex
+    r.mqtt.publish(r.topics.command(r.modem_id), {"command": command, "request_id": request_id, "args": args})
+    return r.mqtt.wait(r.topics.command_reply(r.modem_id), lambda p: p["request_id"] == request_id, timeout=10)
+
+
+def test_a_ussd_command_is_answered_with_the_network_reply(rig):
+    r = rig()
+    r.start_worker()
+    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p["online"])
+    reply = _command(r, "ussd", code="*100#")
+    assert reply["ok"] is True
+    assert reply["result"]["text"] == "Your balance is 12.34"
+
+
+def test_a_ussd_command_with_a_bad_code_gets_a_clear_error(rig):
+    r = rig()
+    r.start_worker()
+    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p["online"])
+    reply = _command(r, "ussd", code='*100#";ATZ')
+    assert reply["ok"] is False and "not a USSD code" in reply["error"]
+
+
+def test_refresh_and_restart_commands_work_and_an_invalid_command_is_dropped(rig):
+    r = rig()
+    r.start_worker()
+    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p["online"])
+    r.mqtt.publish(r.topics.command(r.modem_id), {"command": "format-disk", "request_id": "x"})
+    reply = _command(r, "refresh")
+    assert reply["ok"] and reply["result"]["iccid"] == r.iccid
+    reply = _command(r, "restart")
+    assert reply["ok"]
+    r.wait_state(r.queue_sms("after restart"), "sent", timeout=10)
+
+
+def test_a_clean_stop_publishes_offline_and_marks_the_modem_row(rig):
+    r = rig()
+    r.start_worker()
+    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p["online"])
+    r.stop_worker()
+    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: not p["online"] and p.get("reason") == "shutdown")
+    with r.Session() as s:
+        assert s.get(Modem, r.modem_id).online is False
+
+
+def _env(service_env, modem_id: str, **extra) -> dict:
+    env = dict(service_env, MODEM_ID=modem_id, MODEM_EMULATOR="simcom", LOG_LEVEL="INFO",
+               WORKER_CLAIM_INTERVAL="0.3", WORKER_REFRESH_INTERVAL="1", MODEM_COMMAND_TIMEOUT="2")
+    env.pop("MODEM_DEVICE", None)
+    env.update(extra)
+    return env
+
+
+def test_the_process_runs_an_emulated_modem_drains_on_sigterm_and_publishes_offline(service_env, python, mqtt_prefix):
+    modem_id = f"proc-{uuid.uuid4().hex[:8]}"
+    from smsgw_common.topics import Topics
+
+    topics = Topics(mqtt_prefix)
+    listener = Listener([topics.state(modem_id)])
+    proc = subprocess.Popen([python, "-m", "smsgw_worker", "run"], env=_env(service_env, modem_id),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        state = listener.wait(topics.state(modem_id), lambda p: p["online"], timeout=20)
+        assert state["manufacturer"] == "SIMCOM_Ltd" and state["iccid"].startswith("89999")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        listener.wait(topics.state(modem_id), lambda p: not p["online"] and p.get("reason") == "shutdown")
+        out = proc.stdout.read().decode()
+        assert '"service": "modem-worker"' in out  # JSON log lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+
+
+def test_a_killed_process_leaves_its_last_will_retained(service_env, python, mqtt_prefix):
+    modem_id = f"lwt-{uuid.uuid4().hex[:8]}"
+    from smsgw_common.topics import Topics
+
+    topics = Topics(mqtt_prefix)
+    listener = Listener([topics.state(modem_id)])
+    proc = subprocess.Popen([python, "-m", "smsgw_worker", "run"], env=_env(service_env, modem_id),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        listener.wait(topics.state(modem_id), lambda p: p["online"], timeout=20)
+        proc.kill()
+        proc.wait(5)
+        listener.wait(topics.state(modem_id), lambda p: not p["online"] and p.get("reason") == "lwt", timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+    # Retained: a newcomer sees the modem offline too.
+    late = Listener([topics.state(modem_id)])
+    try:
+        late.wait(topics.state(modem_id), lambda p: p.get("reason") == "lwt", timeout=5)
+    finally:
+        late.close()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"MODEM_ID": ""}, "MODEM_ID is not set"),
+    ({"MODEM_ID": "bad/id"}, "MODEM_ID may only hold"),
+    ({"MODEM_EMULATOR": "", "MODEM_DEVICE": ""}, "MODEM_DEVICE is not set"),
+    ({"MODEM_PIN": "12ab"}, "MODEM_PIN must be 4 to 8 digits"),
+    ({"MODEM_EMULATOR": "nokia"}, "MODEM_EMULATOR must be one of"),
+])
+def test_it_refuses_to_start_on_bad_settings_with_a_clear_message(service_env, python, extra, message):
+    env = _env(service_env, "cfg-test", **extra)
+    done = subprocess.run([python, "-m", "smsgw_worker", "run"], env=env, capture_output=True, timeout=30)
+    assert done.returncode == 2
+    assert message in done.stderr.decode()
+
+
+def test_probe_lists_the_port_that_answers_at_and_what_it_holds(python):
+    emu = Emulator("quectel", iccid="8944000000000000017").start()
+    silent_master, silent_slave = os.openpty()
+    try:
+        time.sleep(0.3)  # let the quectel SIM get past its busy window
+        done = subprocess.run([python, "-m", "smsgw_worker", "probe", emu.device, os.ttyname(silent_slave)],
+                              capture_output=True, timeout=60)
+        out = done.stdout.decode()
+        assert done.returncode == 0, out + done.stderr.decode()
+        first, second = out.strip().splitlines()
+        assert first.startswith(f"{emu.device}: AT port")
+        assert "manufacturer=Quectel" in first and "iccid=8944000000000000017" in first and "imei=" in first
+        assert second.startswith(f"{os.ttyname(silent_slave)}: no AT answer")
+    finally:
+        emu.stop()
+        os.close(silent_master)
+        os.close(silent_slave)
+
+
+def test_usage_is_printed_for_an_unknown_subcommand(python):
+    done = subprocess.run([python, "-m", "smsgw_worker", "frobnicate"], capture_output=True, timeout=30)
+    assert done.returncode == 2 and "usage:" in done.stderr.decode()
+
+
+def test_the_demo_emulator_is_steered_through_its_control_server(service_env, python, database_url):
+    import socket
+
+    import requests
+    from smsgw_common.db import make_engine, make_sessionmaker
+    from smsgw_common.models import Message
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    modem_id = f"demo-{uuid.uuid4().hex[:8]}"
+    sender = "+1555" + str(uuid.uuid4().int)[:7]
+    proc = subprocess.Popen([python, "-m", "smsgw_worker", "run"],
+                            env=_env(service_env, modem_id, MODEM_EMULATOR_CONTROL=f"127.0.0.1:{port}"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert requests.get(base + "/health", timeout=2).json()["profile"] == "simcom"
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        requests.post(base + "/inject", json={"sender": sender, "text": "hello demo"}, timeout=5).raise_for_status()
+        Session = make_sessionmaker(engine)
+        deadline = time.monotonic() + 20
+        while True:
+            with Session() as s:
+                texts = s.scalars(select(Message.message).where(Message.sender == sender)).all()
+            if texts or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert texts == ["hello demo"]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        engine.dispose()
