@@ -248,3 +248,39 @@ def test_it_takes_the_api_key_from_the_json_body_as_the_seed_did(client, bob, si
     r = client.post("/api/sms", json={"recipient": RECIPIENT, "message": "key in body", "sim_card_id": sim.id,
                                       "api_key": bob.api_key})
     assert r.status_code == 201
+
+
+def test_the_access_log_line_of_a_send_names_the_message_it_created(client, bob, sim, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="smsgw_api.access"):
+        r = send(client, bob, {"recipient": RECIPIENT, "message": "trace me", "sim_card_id": sim.id})
+        refused = send(client, bob, {"recipient": "not-a-number", "message": "x"})
+    assert r.status_code == 201 and refused.status_code == 400
+    lines = [rec for rec in caplog.records if rec.name == "smsgw_api.access" and rec.path == "/api/sms"]
+    assert [getattr(rec, "message_id", None) for rec in lines] == [r.get_json()["message_id"], None]
+
+
+def test_a_cancel_is_published_as_a_message_event(client, bob, sim, env):
+    prefix = env["MQTT_PREFIX"]
+    got, ready = [], threading.Event()
+    sub = paho.Client(CallbackAPIVersion.VERSION2)
+    sub.on_connect = lambda c, *a: (c.subscribe(prefix + "events/messages", qos=1), ready.set())
+    sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    sub.connect("127.0.0.1", 1883)
+    sub.loop_start()
+    try:
+        assert ready.wait(5)
+        time.sleep(0.2)  # the subscription is acknowledged after on_connect returns
+        r = send(client, bob, {"recipient": RECIPIENT, "message": "never mind", "sim_card_id": sim.id,
+                               "send_at": "2099-01-01T00:00:00Z"})
+        mid = r.get_json()["message_id"]
+        assert client.post(f"/api/sms/{mid}/cancel", headers=bob.headers).status_code == 200
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e.get("message_id") == mid for e in got):
+            time.sleep(0.05)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    [event] = [e for e in got if e.get("message_id") == mid]
+    assert event["state"] == "cancelled" and event["sim_card_id"] == sim.id

@@ -204,19 +204,3 @@ def test_every_request_leaves_one_json_access_line_with_its_request_id(client, v
     assert line["request_id"] == "trace-me-42"
     assert (line["route"], line["status"], line["http_method"]) == ("/api/statistics", 200, "GET")
     assert line["duration_ms"] > 0 and "message_id" not in line
-
-
-def test_the_access_line_names_the_message_a_post_created(api_app):
-    from flask import jsonify
-
-    from smsgw_api.metrics import _message_id
-
-    with api_app.test_request_context("/api/sms", method="POST"):
-        created = jsonify({"message": "SMS queued", "message_id": 1234})
-        created.status_code = 201
-        assert _message_id(created) == 1234
-        refused = jsonify({"error": "no SIM", "message_id": 1234})
-        refused.status_code = 409
-        assert _message_id(refused) is None
-    with api_app.test_request_context("/api/sms/1234", method="GET"):
-        assert _message_id(jsonify({"message_id": 1234})) is None

@@ -85,3 +85,20 @@ def at(emulator):
         yield port
     finally:
         port.close()
+
+
+@pytest.fixture
+def rig(database_url, mqtt_prefix):
+    """Workers on emulated modems with real Postgres and Mosquitto (worker_harness.Rig)."""
+    from .worker_harness import Rig
+
+    made = []
+
+    def make(**kw) -> "Rig":
+        r = Rig(database_url, mqtt_prefix, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

@@ -1,5 +1,4 @@
 """Each vendor profile shows the quirks drivers meet on that family of modems."""
-import time
 
 import pytest
 

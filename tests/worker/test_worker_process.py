@@ -17,20 +17,6 @@ from smsgw_worker.emulator import Emulator
 from .worker_harness import Listener, Rig
 
 
-@pytest.fixture
-def rig(database_url, mqtt_prefix):
-    made = []
-
-    def make(**kw) -> Rig:
-        r = Rig(database_url, mqtt_prefix, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
-
-
 def _command(r: Rig, command: str, **args) -> dict:
     request_id = uuid.uuid4().hex
     r.mqtt.publish(r.topics.command(r.modem_id), {"command": command, "request_id": request_id, "args": args})

@@ -14,20 +14,6 @@ from .worker_harness import Rig, wait_for
 
 
 @pytest.fixture
-def rig(database_url, mqtt_prefix):
-    made = []
-
-    def make(**kw) -> Rig:
-        r = Rig(database_url, mqtt_prefix, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
-
-
-@pytest.fixture
 def sim(database_url):
     from smsgw_common.db import make_engine, make_sessionmaker
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
 from sqlalchemy import select
 
 from smsgw_common.models import InboundPart
@@ -11,20 +10,6 @@ from smsgw_common.models import InboundPart
 from .worker_harness import Rig, wait_for
 
 LONG = "".join(f"part of a long inbound story, sentence {i}. " for i in range(9))
-
-
-@pytest.fixture
-def rig(database_url, mqtt_prefix):
-    made = []
-
-    def make(**kw) -> Rig:
-        r = Rig(database_url, mqtt_prefix, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def test_it_stores_an_inbound_sms_then_deletes_it_from_the_sim_and_publishes_it(rig):

@@ -5,27 +5,12 @@ import logging
 import time
 from datetime import datetime, timezone
 
-import pytest
 from sqlalchemy import select
-from .worker_harness import Rig, wait_for
+from .worker_harness import wait_for
 
 from smsgw_common.models import Message, MessageEvent, Modem, SimCard
 from smsgw_worker import pdu
 from smsgw_worker.atmodem import ModemEvent
-
-
-@pytest.fixture
-def rig(database_url, mqtt_prefix):
-    made = []
-
-    def make(**kw) -> Rig:
-        r = Rig(database_url, mqtt_prefix, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def test_it_registers_its_modem_and_sim_and_publishes_retained_state(rig):

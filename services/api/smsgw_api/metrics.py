@@ -198,16 +198,6 @@ def _before():
     g._metrics_start = time.perf_counter()
 
 
-def _message_id(response) -> int | None:
-    """The message a successful POST created (e.g. /api/sms), so that the
-    access line joins the request id to the message id the worker logs."""
-    if request.method != "POST" or not 200 <= response.status_code < 300 or not response.is_json:
-        return None
-    body = response.get_json(silent=True)
-    value = body.get("message_id") if isinstance(body, dict) else None
-    return value if isinstance(value, int) else None
-
-
 def _after(response):
     start = g.pop("_metrics_start", None)
     if start is None:
@@ -221,7 +211,7 @@ def _after(response):
         # One JSON line per request; request_id comes from the bound log context.
         fields = {"http_method": request.method, "route": route, "path": request.path,
                   "status": response.status_code, "duration_ms": round(elapsed * 1000, 2)}
-        message_id = _message_id(response)
+        message_id = g.get("message_id")  # set by the route that created a message
         if message_id is not None:
             fields["message_id"] = message_id
         access_log.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)

@@ -15,14 +15,14 @@ import uuid
 from datetime import datetime, timezone
 
 from blinker import Namespace
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from smsgw_common import segments as seg
 from smsgw_common.models import CANCELLABLE_STATES, CANCELLED, PRIORITIES, Message
 from smsgw_common.queue import record
-from smsgw_common.schemas import OutboxWakeup
+from smsgw_common.schemas import MessageEventPayload, OutboxWakeup
 
 from .errors import ApiError, Conflict, Forbidden, NotFound, ValidationError
 from .extensions import bus, db
@@ -253,6 +253,10 @@ def _wake_modems(items: list[dict], results: list) -> None:
     for item, row in zip(items, results):
         if item.get("_wake") and row.id is not None:
             modems.setdefault(item["_wake"], row.id)
+    _publish_wakeups(modems)
+
+
+def _publish_wakeups(modems: dict[str, int]) -> None:
     for modem_id, message_id in modems.items():
         bus.publish(bus.topics.outbox(modem_id), OutboxWakeup(message_id=message_id).to_json(), qos=1)
 
@@ -284,8 +288,7 @@ def _wake(results: list[dict], counted: bool = False, published: bool = False) -
         if modem and modem not in modems:
             modems[modem] = res["message_id"]
     if not published:
-        for modem_id, message_id in modems.items():
-            bus.publish(bus.topics.outbox(modem_id), OutboxWakeup(message_id=message_id).to_json(), qos=1)
+        _publish_wakeups(modems)
     try:
         messages_queued.send(current_app._get_current_object(), messages=results)
     except Exception:
@@ -342,6 +345,7 @@ def send_sms():
             return _replayed(previous[1][0])
         raise
     _wake([result], published=True)
+    g.message_id = result["message_id"]  # joins the access log line to the message
     return jsonify(result), 201
 
 
@@ -498,6 +502,11 @@ def cancel(message_id: int):
     record(db.session, msg, CANCELLED, source="api", detail=f"cancelled by {p.username}")
     audit("cancel_sms", f"cancelled SMS {msg.id} to {msg.recipient}", sender_sim=msg.sender_sim)
     db.session.commit()
+    # Browsers and the event consumer learn of it like of any other state change.
+    event = MessageEventPayload(message_id=msg.id, state=CANCELLED, at=msg.cancelled_at,
+                                sim_card_id=msg.sim_card_id, sender=msg.sender, recipient=msg.recipient,
+                                segments=msg.segments)
+    bus.publish(bus.topics.message_events(), event.to_json(), qos=1)
     return jsonify({"message": "SMS cancelled", "status": msg.status, "message_id": msg.id})
 
 
