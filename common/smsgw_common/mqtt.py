@@ -7,7 +7,6 @@ stays the source of truth anyway).
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from typing import Callable
 
@@ -37,6 +36,8 @@ class Bus:
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:
+            import ssl
+
             self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         if will:
             topic, payload, qos, retain = will
