@@ -32,6 +32,7 @@ fi
 # --- 1. engine ----------------------------------------------------------------
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
   log "installing docker.io and debootstrap"
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     docker.io debootstrap iptables >/dev/null
 fi

@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
-# Create the virtualenv, install the project and its test tools, run the tests.
+# Everything the tests need on a fresh machine, then the whole suite:
+# Debian packages (gammu: an AT client nobody here wrote, for the emulator;
+# nginx and chromium: the dashboard tests), the virtualenv, the project.
 # Postgres, Mosquitto and Redis must listen on 127.0.0.1 (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+need=()
+command -v gammu >/dev/null || need+=(gammu)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+[ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing ${need[*]} (Debian packages)" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
