@@ -30,9 +30,11 @@ def test_it_shows_hostile_sms_text_as_text_and_runs_nothing(page, personas, mode
     page.locator("#thread .bubble", has_text=PROBES[0]).first.wait_for()
     page.goto(f"/#/messages/detail/{out_id}")
     assert page.locator("#detail-text").inner_text() == PROBES[1]
-    modem["emulator"].inject_sms(sender, PROBES[0] + " live")
+    # The feed shows what arrives while the overview is open: open it first.
     page.goto("/#/overview")
-    page.locator("#feed li", has_text=PROBES[0] + " live").wait_for()
+    page.locator("#feed").wait_for(state="attached")
+    modem["emulator"].inject_sms(sender, PROBES[0] + " live")
+    page.locator("#feed li", has_text=PROBES[0] + " live").wait_for(timeout=20000)
     page.goto("/#/logs")
     page.locator("#logs table").wait_for()
     page.goto("/#/messages/inbox")

@@ -15,12 +15,23 @@ RECENT = NOW - timedelta(seconds=90)
 OLD = NOW - timedelta(days=3)
 
 
-def outbound(sim: int, status: str, ts: datetime = RECENT, **kw) -> Message:
+def _set_clock() -> None:
+    """Times relative to when the data is written, not to when the module was
+    imported: in a full run this module's tests start minutes after collection."""
+    global NOW, RECENT, OLD
+    NOW = datetime.now(timezone.utc)
+    RECENT = NOW - timedelta(seconds=90)
+    OLD = NOW - timedelta(days=3)
+
+
+def outbound(sim: int, status: str, ts: datetime | None = None, **kw) -> Message:
+    ts = ts or RECENT
     return Message(direction="outbound", recipient="+4917000000", message="hi", status=status, encoding="GSM-7",
                    segments=1, sim_card_id=sim, timestamp=ts, **kw)
 
 
-def inbound(sim: int, ts: datetime = RECENT) -> Message:
+def inbound(sim: int, ts: datetime | None = None) -> Message:
+    ts = ts or RECENT
     return Message(direction="inbound", sender="+4917000001", recipient="+4911", message="yo", status="received",
                    encoding="GSM-7", segments=1, sim_card_id=sim, timestamp=ts, received_at=ts)
 
@@ -28,6 +39,7 @@ def inbound(sim: int, ts: datetime = RECENT) -> Message:
 @pytest.fixture
 def known_set(clean):
     """Two active SIMs and an inactive one; usb0 online with SIM 1, usb1 offline."""
+    _set_clock()
     with Session(clean) as s:
         s.add_all([Modem(id="usb0", online=True, signal_rssi=-71, signal_quality=21, registration="home",
                          operator="Telekom", last_seen_at=NOW - timedelta(seconds=10)),
