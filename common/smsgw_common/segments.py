@@ -5,7 +5,7 @@ these numbers: the API for limits and previews, the worker for splitting.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 # GSM 7-bit default alphabet, indexed by septet value (TS 23.038 6.2.1).
 # 0x1B is the escape to the extension table; it has no character of its own.
@@ -70,16 +70,6 @@ class SegmentInfo:
     per_segment: int  # capacity of one segment at this length
     remaining: int  # units left in the last segment
 
-    def as_dict(self) -> dict:
-        return {
-            "encoding": self.encoding,
-            "units": self.units,
-            "segments": self.segments,
-            "per_segment": self.per_segment,
-            "remaining": self.remaining,
-            "characters": None,
-        }
-
 
 def choose_encoding(text: str) -> str:
     return GSM7 if is_gsm7(text) else UCS2
@@ -124,7 +114,4 @@ def analyze(text: str) -> SegmentInfo:
 
 
 def preview(text: str) -> dict:
-    info = analyze(text)
-    out = info.as_dict()
-    out["characters"] = len(text)
-    return out
+    return {**asdict(analyze(text)), "characters": len(text)}

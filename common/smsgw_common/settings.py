@@ -7,7 +7,7 @@ so a forgotten `.env` can never run with a guessable key.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 PLACEHOLDERS = {
@@ -170,7 +170,6 @@ class CommonSettings:
     redis: RedisSettings
     log_level: str = "INFO"
     log_json: bool = True
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, service: str, environ=None) -> "CommonSettings":

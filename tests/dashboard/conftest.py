@@ -150,9 +150,10 @@ class PageProbe:
         dialog.dismiss()
 
 
-@pytest.fixture
-def page(browser, request, nginx):
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=nginx.url)
+def _open_page(browser, request, base_url):
+    """A fresh browser context on base_url; a screenshot of the end state is
+    kept under test-artifacts/ whatever the outcome."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=base_url)
     context.set_default_timeout(10000)
     pg = context.new_page()
     pg.probe = PageProbe(pg)
@@ -165,6 +166,9 @@ def page(browser, request, nginx):
         context.close()
 
 
+@pytest.fixture
+def page(browser, request, nginx):
+    yield from _open_page(browser, request, nginx.url)
 
 
 @pytest.fixture(scope="package")
@@ -180,19 +184,7 @@ def static_nginx(tmp_path_factory):
 
 @pytest.fixture
 def static_page(browser, request, static_nginx):
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=static_nginx.url)
-    context.set_default_timeout(10000)
-    pg = context.new_page()
-    pg.probe = PageProbe(pg)
-    yield pg
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-    try:
-        pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-    finally:
-        context.close()
-
-
+    yield from _open_page(browser, request, static_nginx.url)
 
 
 @pytest.fixture(scope="package")
