@@ -20,13 +20,16 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import psycopg2
 import requests
 from sqlalchemy.engine import make_url
 
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _db import create_database, drop_database  # noqa: E402
+
 CPU_TARGET = 1.0  # % of one core
 RSS_TARGET = 30 * 1024 * 1024
 
@@ -35,16 +38,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 def main() -> int:
@@ -60,9 +53,7 @@ def main() -> int:
         parser.error("--duration and --interval must be positive, --warmup not negative")
 
     db_name = f"smsgw_bench_stats_{secrets.token_hex(3)}"
-    admin(f'CREATE DATABASE "{db_name}"')
-    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=db_name)
-    url = url.render_as_string(hide_password=False)
+    url = create_database(db_name)
     proc = None
     try:
         from smsgw_api.migrate import upgrade
@@ -136,7 +127,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        drop_database(db_name)
 
 
 if __name__ == "__main__":

@@ -87,32 +87,32 @@ def test_network_counters_skip_loopback(tmp_path):
     assert read_net_dev(str(path)) == (5300, 7400)
 
 
-def test_settings_refuse_bad_values_with_the_variable_named(stats_env, tmp_path):
+def test_settings_refuse_bad_values_with_the_variable_named(service_env, tmp_path):
     with pytest.raises(SettingsError, match="STATS_INTERVAL"):
-        StatsSettings.from_env({**stats_env, "STATS_INTERVAL": "often"})
+        StatsSettings.from_env({**service_env, "STATS_INTERVAL": "often"})
     with pytest.raises(SettingsError, match="STATS_RAW_RETENTION"):
-        StatsSettings.from_env({**stats_env, "STATS_RAW_RETENTION": "2m"})
+        StatsSettings.from_env({**service_env, "STATS_RAW_RETENTION": "2m"})
     with pytest.raises(SettingsError, match="STATS_DISK_PATH"):
-        StatsSettings.from_env({**stats_env, "STATS_DISK_PATH": str(tmp_path / "nope")})
+        StatsSettings.from_env({**service_env, "STATS_DISK_PATH": str(tmp_path / "nope")})
     with pytest.raises(SettingsError, match="HOST_PROC"):
-        StatsSettings.from_env({**stats_env, "HOST_PROC": str(tmp_path / "nope")})
+        StatsSettings.from_env({**service_env, "HOST_PROC": str(tmp_path / "nope")})
     with pytest.raises(SettingsError, match="STATS_5M_RETENTION"):
-        StatsSettings.from_env({**stats_env, "STATS_5M_RETENTION": "a week"})
+        StatsSettings.from_env({**service_env, "STATS_5M_RETENTION": "a week"})
     assert parse_duration("X", "7d") == 7 * 86400
     assert parse_duration("X", "90") == 90
 
 
-def test_the_process_exits_with_a_clear_message_on_bad_settings(stats_env, python):
-    proc = subprocess.run([python, "-m", "smsgw_stats"], env={**stats_env, "STATS_INTERVAL": "often"},
+def test_the_process_exits_with_a_clear_message_on_bad_settings(service_env, python):
+    proc = subprocess.run([python, "-m", "smsgw_stats"], env={**service_env, "STATS_INTERVAL": "often"},
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "STATS_INTERVAL must be a number" in proc.stderr
 
 
-def test_samples_wait_in_memory_while_the_database_is_down(stats_env, engine, clean):
+def test_samples_wait_in_memory_while_the_database_is_down(service_env, engine, clean):
     # Port 9 (discard) refuses connections at once on 127.0.0.1.
     down = "postgresql+psycopg2://postgres@127.0.0.1:9/none"
-    settings = StatsSettings.from_env({**stats_env, "STATS_METRICS_PORT": "0", "DATABASE_URL": down})
+    settings = StatsSettings.from_env({**service_env, "STATS_METRICS_PORT": "0", "DATABASE_URL": down})
     collector = Collector(settings)
     collector.sample_once()
     collector.sample_once()
@@ -120,7 +120,7 @@ def test_samples_wait_in_memory_while_the_database_is_down(stats_env, engine, cl
     assert len(collector.pending) == 2
     assert collector.latest.db_errors == 1
 
-    collector.store.url = libpq_url(stats_env["DATABASE_URL"])  # the database is back
+    collector.store.url = libpq_url(service_env["DATABASE_URL"])  # the database is back
     assert collector.flush() is True
     assert len(collector.pending) == 0
     collector.store.close()
@@ -128,12 +128,12 @@ def test_samples_wait_in_memory_while_the_database_is_down(stats_env, engine, cl
         assert conn.execute(text("SELECT count(*) FROM stat_samples WHERE resolution = 0")).scalar() == 2
 
 
-def test_the_collector_process_stores_samples_serves_metrics_and_stops_on_sigterm(stats_env, python, engine, clean):
+def test_the_collector_process_stores_samples_serves_metrics_and_stops_on_sigterm(service_env, python, engine, clean):
     port = free_port()
-    env = {**stats_env, "STATS_INTERVAL": "0.5", "STATS_FLUSH_INTERVAL": "0.5", "STATS_SELF_INTERVAL": "0.5",
+    env = {**service_env, "STATS_INTERVAL": "0.5", "STATS_FLUSH_INTERVAL": "0.5", "STATS_SELF_INTERVAL": "0.5",
            "STATS_METRICS_PORT": str(port), "STATS_METRICS_ADDR": "127.0.0.1"}
     # A modem's retained state, as a worker leaves it on the broker.
-    prefix = stats_env["MQTT_PREFIX"] + "collector-process/"
+    prefix = service_env["MQTT_PREFIX"] + "collector-process/"
     env["MQTT_PREFIX"] = prefix
     topics = Topics(prefix)
     worker_bus = connected_bus(prefix, "worker")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -38,15 +39,27 @@ def connected_bus(prefix: str, name: str) -> Bus:
     return bus
 
 
-def test_it_keeps_the_latest_report_of_each_service_from_mqtt(mqtt_prefix):
-    prefix = f"{mqtt_prefix}components-a/"
+@contextmanager
+def collector_and_service(prefix: str):
+    """A ComponentTracker fed by a collector's subscription to the stats
+    topics, and a service's bus to publish on: (topics, tracker, service_bus)."""
     topics = Topics(prefix)
     tracker = ComponentTracker()
     collector_bus = connected_bus(prefix, "collector")
-    collector_bus.subscribe(topics.all_stats(), tracker.handle, qos=0)
-    service_bus = connected_bus(prefix, "service")
     try:
-        time.sleep(0.2)  # let the subscription reach the broker before QoS 0 publishes
+        collector_bus.subscribe(topics.all_stats(), tracker.handle, qos=0)
+        service_bus = connected_bus(prefix, "service")
+        try:
+            time.sleep(0.2)  # let the subscription reach the broker before QoS 0 publishes
+            yield topics, tracker, service_bus
+        finally:
+            service_bus.stop()
+    finally:
+        collector_bus.stop()
+
+
+def test_it_keeps_the_latest_report_of_each_service_from_mqtt(mqtt_prefix):
+    with collector_and_service(f"{mqtt_prefix}components-a/") as (topics, tracker, service_bus):
         reporter = selfstats.Reporter(service_bus, topics, "modem-worker-usb0", interval=60)
         reporter.report()
         reporter.publish_once()
@@ -55,28 +68,15 @@ def test_it_keeps_the_latest_report_of_each_service_from_mqtt(mqtt_prefix):
         assert seen["rss_bytes"] > 1_000_000
         assert seen["cpu_percent"] >= 0
         assert seen["cpu_seconds"] > 0
-    finally:
-        service_bus.stop()
-        collector_bus.stop()
 
 
 def test_it_drops_an_invalid_stats_payload_and_keeps_listening(mqtt_prefix):
-    prefix = f"{mqtt_prefix}components-b/"
-    topics = Topics(prefix)
-    tracker = ComponentTracker()
-    collector_bus = connected_bus(prefix, "collector")
-    collector_bus.subscribe(topics.all_stats(), tracker.handle, qos=0)
-    service_bus = connected_bus(prefix, "service")
-    try:
-        time.sleep(0.2)
+    with collector_and_service(f"{mqtt_prefix}components-b/") as (topics, tracker, service_bus):
         service_bus.publish(topics.stats("broken"), b"{not json", qos=0)
         service_bus.publish(topics.stats("nosource"), b'{"rss_bytes": 5}', qos=0)
         selfstats.Reporter(service_bus, topics, "api-1", interval=60).publish_once()
         assert wait_for(lambda: "api-1" in tracker.snapshot())
         assert set(tracker.snapshot()) == {"api-1"}
-    finally:
-        service_bus.stop()
-        collector_bus.stop()
 
 
 def test_the_topic_names_the_source_whatever_the_payload_claims():

@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from smsgw_common.models import Message, Modem, SimCard
 
+from .conftest import JWT_SECRET, _api_settings
+
 NOW = datetime.now(timezone.utc)
 
 
@@ -101,7 +103,7 @@ def test_database_gauges_show_messages_queue_sims_and_modems(client, clean):
     assert {s.labels["modem"]: s.value for s in f["smsgw_modem_signal_dbm"].samples} == {"usb0": -67}
 
 
-def test_a_database_outage_shows_as_database_up_zero_not_an_error(stats_env, python):
+def test_a_database_outage_shows_as_database_up_zero_not_an_error(service_env, python):
     # Its own process: the app must be built against an unreachable database.
     script = textwrap.dedent("""
         import os
@@ -113,14 +115,14 @@ def test_a_database_outage_shows_as_database_up_zero_not_an_error(stats_env, pyt
         fams = {f.name: f for f in text_string_to_metric_families(body)}
         print("UP", fams["smsgw_database_up"].samples[0].value)
     """)
-    env = {**stats_env, "DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:9/none",
-           "JWT_SECRET": "stats-tier-test-jwt-secret-0123456789abcdef", "PYTHONPATH": os.path.dirname(__file__)}
+    env = {**service_env, "DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:9/none",
+           "JWT_SECRET": JWT_SECRET, "PYTHONPATH": os.path.dirname(__file__)}
     proc = subprocess.run([python, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "UP 0.0" in proc.stdout
 
 
-def test_multiprocess_mode_sums_the_request_counts_of_all_workers(stats_env, python, tmp_path):
+def test_multiprocess_mode_sums_the_request_counts_of_all_workers(service_env, python, tmp_path):
     """gunicorn workers are separate processes; with PROMETHEUS_MULTIPROC_DIR a
     scrape served by one of them reports the requests of all."""
     worker = textwrap.dedent("""
@@ -134,8 +136,8 @@ def test_multiprocess_mode_sums_the_request_counts_of_all_workers(stats_env, pyt
         if sys.argv[2] == "scrape":
             sys.stdout.write(client.get("/metrics").get_data(as_text=True))
     """)
-    env = {**stats_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-           "JWT_SECRET": "stats-tier-test-jwt-secret-0123456789abcdef", "PYTHONPATH": os.path.dirname(__file__)}
+    env = {**service_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+           "JWT_SECRET": JWT_SECRET, "PYTHONPATH": os.path.dirname(__file__)}
     first = subprocess.run([python, "-c", worker, "2", "quiet"], env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     second = subprocess.run([python, "-c", worker, "3", "scrape"], env=env, capture_output=True, text=True,
@@ -145,29 +147,29 @@ def test_multiprocess_mode_sums_the_request_counts_of_all_workers(stats_env, pyt
     assert request_count(families, "<unmatched>", "404") == 5
 
 
-def test_each_api_process_reports_its_own_rss_and_cpu_over_mqtt(stats_env, monkeypatch):
+def test_each_api_process_reports_its_own_rss_and_cpu_over_mqtt(service_env, monkeypatch):
     from smsgw_api.extensions import bus
-    from smsgw_api.settings import ApiSettings
     from smsgw_common.topics import Topics
     from smsgw_stats.components import ComponentTracker
 
     from .test_components import connected_bus, wait_for
     from .tests_stats_app import make
 
-    prefix = stats_env["MQTT_PREFIX"] + "api-selfstats/"
+    prefix = service_env["MQTT_PREFIX"] + "api-selfstats/"
     tracker = ComponentTracker()
     listener = connected_bus(prefix, "listener")
     listener.subscribe(Topics(prefix).all_stats(), tracker.handle, qos=0)
     monkeypatch.setenv("SELFSTATS_INTERVAL", "0.2")
     # Not a test app, but no leader/sweeper either: they would touch this tier's rows.
     monkeypatch.setenv("PIPELINE_BACKGROUND", "off")
-    app = make(ApiSettings.from_env({**stats_env, "MQTT_PREFIX": prefix,
-                                     "JWT_SECRET": "stats-tier-test-jwt-secret-0123456789abcdef"}),
-               testing=False)
+    app = make(_api_settings({**service_env, "MQTT_PREFIX": prefix}), testing=False)
     try:
         app.test_client().get("/healthz")
         source = f"-{os.getpid()}"
-        reported = wait_for(lambda: [s for s in tracker.snapshot() if s.startswith("api-") and s.endswith(source)])
+        # Reports repeat every 0.2 s; the wait only covers the app's broker
+        # connection, which is slow when the machine is busy.
+        reported = wait_for(lambda: [s for s in tracker.snapshot() if s.startswith("api-") and s.endswith(source)],
+                            timeout=20)
         assert reported, "the API process did not report its figures"
         assert tracker.snapshot()[reported[0]]["rss_bytes"] > 10_000_000
     finally:

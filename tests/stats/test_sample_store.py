@@ -24,16 +24,16 @@ def rows(engine, resolution: int):
         ).all()
 
 
-def test_it_stores_a_batch_of_samples_in_one_go(clean, stats_database_url):
-    store = SampleStore(stats_database_url, TIERS)
+def test_it_stores_a_batch_of_samples_in_one_go(clean, database_url):
+    store = SampleStore(database_url, TIERS)
     store.insert("host", [(BASE, raw(1.0)), (BASE + timedelta(seconds=10), raw(2.0))])
     stored = rows(clean, 0)
     assert [r.ts for r in stored] == [BASE, BASE + timedelta(seconds=10)]
     assert stored[1].data["cpu"]["percent"] == 2.0
 
 
-def test_it_rolls_raw_samples_up_into_five_minute_averages(clean, stats_database_url):
-    store = SampleStore(stats_database_url, TIERS)
+def test_it_rolls_raw_samples_up_into_five_minute_averages(clean, database_url):
+    store = SampleStore(database_url, TIERS)
     # 30 samples in [12:00, 12:05) and 3 in the bucket that is still open.
     samples = [(BASE + timedelta(seconds=10 * i), raw(float(i), uptime=i)) for i in range(33)]
     store.insert("host", samples)
@@ -50,8 +50,8 @@ def test_it_rolls_raw_samples_up_into_five_minute_averages(clean, stats_database
     assert data["uptime"]["seconds"] == 29  # a counter keeps its last value, not the mean
 
 
-def test_it_does_not_count_a_sample_twice_when_maintenance_runs_again(clean, stats_database_url):
-    store = SampleStore(stats_database_url, TIERS)
+def test_it_does_not_count_a_sample_twice_when_maintenance_runs_again(clean, database_url):
+    store = SampleStore(database_url, TIERS)
     store.insert("host", [(BASE + timedelta(seconds=10 * i), raw(10.0)) for i in range(60)])
     now = BASE + timedelta(minutes=10)
     store.maintain(now)
@@ -60,8 +60,8 @@ def test_it_does_not_count_a_sample_twice_when_maintenance_runs_again(clean, sta
     assert [r.ts for r in rows(clean, 300)] == [BASE, BASE + timedelta(minutes=5)]
 
 
-def test_it_rolls_five_minute_rows_up_into_hours_weighted_by_sample_count(clean, stats_database_url):
-    store = SampleStore(stats_database_url, TIERS)
+def test_it_rolls_five_minute_rows_up_into_hours_weighted_by_sample_count(clean, database_url):
+    store = SampleStore(database_url, TIERS)
     # Two 5-minute rows standing for 30 and 10 raw samples.
     store.insert("host", [(BASE, {**raw(10.0), "n": 30}), (BASE + timedelta(minutes=5), {**raw(50.0), "n": 10})],
                  resolution=300)
@@ -74,9 +74,9 @@ def test_it_rolls_five_minute_rows_up_into_hours_weighted_by_sample_count(clean,
     assert hourly[0].data["cpu"]["percent"] == 20.0  # (10*30 + 50*10) / 40
 
 
-def test_it_expires_each_tier_after_its_retention(clean, stats_database_url):
+def test_it_expires_each_tier_after_its_retention(clean, database_url):
     tiers = (Tier(0, 3600), Tier(300, 86400), Tier(3600, 7 * 86400))
-    store = SampleStore(stats_database_url, tiers)
+    store = SampleStore(database_url, tiers)
     now = BASE + timedelta(days=10)
     store.insert("host", [(now - timedelta(hours=2), raw(1.0)), (now - timedelta(minutes=30), raw(2.0))])
     store.insert("host", [(now - timedelta(days=2), raw(3.0)), (now - timedelta(hours=3), raw(4.0))], resolution=300)
@@ -91,8 +91,8 @@ def test_it_expires_each_tier_after_its_retention(clean, stats_database_url):
     assert [r.ts for r in rows(clean, 3600)][0] == now - timedelta(days=2)
 
 
-def test_a_rolled_up_sample_survives_its_raw_samples(clean, stats_database_url):
-    store = SampleStore(stats_database_url, TIERS)
+def test_a_rolled_up_sample_survives_its_raw_samples(clean, database_url):
+    store = SampleStore(database_url, TIERS)
     store.insert("host", [(BASE + timedelta(seconds=10 * i), raw(7.0)) for i in range(30)])
     store.maintain(now=BASE + timedelta(days=2))
     assert rows(clean, 0) == []
@@ -120,8 +120,8 @@ def test_merge_averages_components_that_come_and_go():
     assert merged["components"] == {"api-1": {"rss_bytes": 200.0}, "worker": {"rss_bytes": 50.0}}
 
 
-def test_a_long_backlog_is_rolled_up_in_slices_with_nothing_lost(clean, stats_database_url):
-    store = SampleStore(stats_database_url, TIERS)
+def test_a_long_backlog_is_rolled_up_in_slices_with_nothing_lost(clean, database_url):
+    store = SampleStore(database_url, TIERS)
     # 20 hours of one sample a minute: more than two slices of 72 five-minute buckets.
     store.insert("host", [(BASE + timedelta(minutes=i), raw(float(i % 5))) for i in range(20 * 60)])
     store.maintain(now=BASE + timedelta(hours=20))

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from smsgw_api.errors import ValidationError
@@ -77,7 +78,7 @@ def test_it_needs_an_api_key_or_token(client):
     assert response.get_json()["code"] == "auth_required"
 
 
-def test_it_keeps_the_seed_shape_with_the_right_figures(client, vera_key, known_set):
+def test_it_keeps_the_seed_shape_with_the_right_figures(client, vera_key, known_set, database_url):
     response = get(client, vera_key)
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
@@ -113,7 +114,7 @@ def test_it_keeps_the_seed_shape_with_the_right_figures(client, vera_key, known_
     assert body["host"]["source"] == "stats-collector" and body["host"]["stale"] is False
     assert body["components"] == [{"name": "api-7", "memory_usage": 80_000_000, "percentage": 1.0,
                                    "cpu_percent": 1.5, "last_updated": NOW.isoformat()}]
-    assert body["database"]["size_bytes"] > 0 and body["database"]["name"].endswith("_stats")
+    assert body["database"]["size_bytes"] > 0 and body["database"]["name"] == make_url(database_url).database
 
     usb0, usb1 = body["modems"]
     assert usb0 == {"id": "usb0", "online": True, "signal_dbm": -71, "signal_quality": 21, "registration": "home",
@@ -198,12 +199,11 @@ def test_it_rejects_an_unknown_window_or_time_zone(client, vera_key, clean):
     assert "Mars/Olympus" in response.get_json()["fields"]["tz"]
 
 
-def test_repeated_requests_within_the_cache_time_share_one_answer(stats_env, vera_key, known_set):
-    from smsgw_api.settings import ApiSettings
-
+def test_repeated_requests_within_the_cache_time_share_one_answer(service_env, vera_key, known_set):
+    from .conftest import _api_settings
     from .tests_stats_app import make
 
-    app = make(ApiSettings.from_env({**stats_env, "JWT_SECRET": "stats-tier-test-jwt-secret-0123456789abcdef"}))
+    app = make(_api_settings(service_env))
     app.config["SMSGW_STATISTICS_CACHE_SECONDS"] = 60
     client = app.test_client()
     first = get(client, vera_key).get_json()
