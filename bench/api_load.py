@@ -27,7 +27,8 @@ import requests
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _db import create_database, drop_database  # noqa: E402  (BENCH_PG_ADMIN_URL)
 
 POST_LUA = """
 wrk.method = "POST"
@@ -49,31 +50,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def admin_conn():
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    return conn
-
-
-def create_db(name: str) -> str:
-    conn = admin_conn()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-    return make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=name).render_as_string(False)
-
-
-def drop_db(name: str) -> None:
-    conn = admin_conn()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
 
 
 def seed(url: str) -> str:
@@ -192,7 +168,7 @@ def main() -> int:
     args = parser.parse_args()
 
     name = f"smsgw_bench_{os.getpid()}"
-    url = create_db(name)
+    url = create_database(name)
     proc = None
     results: dict = {"post": {}, "ceiling": {}}
     try:
@@ -247,7 +223,7 @@ def main() -> int:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        drop_db(name)
+        drop_database(name)
     return 0
 
 

@@ -14,25 +14,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as paho
-import psycopg2
 import pytest
 import requests
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from shared_fixtures import create_database, drop_database
+
 ADMIN_PASSWORD = "first-start admin password"
-
-
-def _admin_sql(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 def _free_port() -> int:
@@ -45,8 +34,7 @@ def _free_port() -> int:
 def deployed(service_env, python, tmp_path_factory, run_id):
     """A database of its own (so the first-admin bootstrap sees no user)."""
     name = f"smsgw_test_{run_id}_gunicorn"
-    _admin_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=name).render_as_string(False)
+    url = create_database(name)
     secret_dir = tmp_path_factory.mktemp("secrets")
     (secret_dir / "admin").write_text(ADMIN_PASSWORD + "\n")
     port = _free_port()
@@ -77,7 +65,7 @@ def deployed(service_env, python, tmp_path_factory, run_id):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-        _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 @pytest.fixture(scope="module")

@@ -220,6 +220,28 @@ def test_it_publishes_the_wake_up_to_the_chosen_modem(client, bob, sim, mqtt_pre
         c.disconnect()
 
 
+def test_a_batch_wakes_each_modem_once_and_replays_by_its_idempotency_key(client, bob, sim, mqtt_prefix):
+    c, received = _subscribe(f"{mqtt_prefix}modems/{sim.modem_id}/outbox")
+    body = {"recipients": [RECIPIENT, "+4915112345679"], "message": "to both", "sim_card_id": sim.id}
+    headers = {**bob.headers, "Idempotency-Key": "batch-7"}
+    try:
+        first = client.post("/api/sms/batch", json=body, headers=headers)
+        assert first.status_code == 201, first.get_json()
+        ids = [m["message_id"] for m in first.get_json()["messages"]]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not received:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert received == [{"message_id": ids[0]}]
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    again = client.post("/api/sms/batch", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["batch_id"] == first.get_json()["batch_id"]
+    assert [m["message_id"] for m in again.get_json()["messages"]] == ids
+
+
 def test_it_accepts_messages_while_the_broker_is_down(database_url, redis_url, mqtt_prefix, bob, engine):
     from smsgw_api import create_app
     from smsgw_api.extensions import bus, db

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import errors, web
+from . import errors, security, web
 from .extensions import bus, db, redis_client
 from .settings import ApiSettings
 
@@ -31,6 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
     redis_client.init_app(app)
     errors.init_app(app)
     web.init_app(app)
+    security.init_app(app)
 
     from . import apikeys, auth, health, logs, messages, modems, openapi, routing, simcards, sms, users
 

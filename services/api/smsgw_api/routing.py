@@ -107,6 +107,7 @@ class Router:
         self.cache_seconds = cache_seconds
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()
 
     def invalidate(self) -> None:
         self._snapshot = None
@@ -121,13 +122,24 @@ class Router:
         """`conn` is a connection, or a context manager factory giving one
         (so that a cached snapshot costs no pool checkout at all)."""
         snap = self._snapshot
-        if snap is None or time.monotonic() - snap.at >= self.cache_seconds:
+        if snap is not None and time.monotonic() - snap.at < self.cache_seconds:
+            return snap
+        # One request reloads an expired snapshot; the requests arriving
+        # meanwhile route on the old one instead of each running the same
+        # queries at once.
+        single = snap is not None and self.cache_seconds > 0
+        if single and not self._reloading.acquire(blocking=False):
+            return snap
+        try:
             if callable(conn):
                 with conn() as c:
                     snap = self._load(c)
             else:
                 snap = self._load(conn)
             self._snapshot = snap
+        finally:
+            if single:
+                self._reloading.release()
         return snap
 
     def note_routed(self, sim_id: int, segments: int) -> None:

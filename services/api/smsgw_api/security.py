@@ -108,12 +108,12 @@ class AuthCache:
         self._entries.clear()
 
 
+def init_app(app) -> None:
+    app.extensions["smsgw_auth_cache"] = AuthCache(app.config["SMSGW_SETTINGS"].auth_cache_seconds)
+
+
 def auth_cache() -> AuthCache:
-    cache = current_app.extensions.get("smsgw_auth_cache")
-    if cache is None:
-        cache = current_app.extensions["smsgw_auth_cache"] = AuthCache(
-            current_app.config["SMSGW_SETTINGS"].auth_cache_seconds)
-    return cache
+    return current_app.extensions["smsgw_auth_cache"]
 
 
 def forget_credentials() -> None:

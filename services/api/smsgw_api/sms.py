@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import uuid
 from datetime import datetime, timezone
 
-from blinker import Namespace
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
@@ -33,12 +31,7 @@ from .routing import router
 from .security import current_principal, require_role
 from .web import audit, client_ip, iso, json_body, parse_int, parse_time, request_id, settings
 
-log = logging.getLogger(__name__)
 bp = Blueprint("sms", __name__)
-
-# Other modules (realtime, webhooks) can listen: sender=app, messages=[dict, ...]
-signals = Namespace()
-messages_queued = signals.signal("messages-queued")
 
 E164 = re.compile(r"^\+[1-9]\d{2,14}$")
 _FORMATTING = re.compile(r"[\s\-().]")
@@ -90,8 +83,8 @@ def parse_message(data: dict, prefix: str = "") -> dict:
     if sim not in (None, ""):
         out["sim_card_id"] = _collect(fields, prefix, parse_int, sim, "sim_card_id", 1)
     priority = data.get("priority", "normal")
-    if priority not in ("normal", "high", "low"):
-        fields[prefix + "priority"] = "must be 'normal' or 'high'"
+    if priority not in PRIORITIES:
+        fields[prefix + "priority"] = f"must be one of {', '.join(PRIORITIES)}"
     else:
         out["priority"] = PRIORITIES[priority]
     now = datetime.now(timezone.utc)
@@ -183,14 +176,16 @@ def insert_messages(conn, rows: list[dict]) -> list:
 _OPTED_OUT_SQL = text("SELECT number FROM opt_outs WHERE number = ANY(:numbers)")
 
 
+def _opted_out_error(numbers: list[str]) -> ApiError:
+    return ApiError(f"recipient has opted out of messages: {', '.join(numbers)}", 422, "recipient_opted_out",
+                    fields={"recipient": "opted out (STOP); remove the opt-out to send again"},
+                    extra={"opted_out": numbers})
+
+
 def _opted_out(conn, numbers: list[str]):
     found = sorted({r.number for r in conn.execute(_OPTED_OUT_SQL, {"numbers": numbers})})
     if found:
-        raise ApiError(
-            f"recipient has opted out of messages: {', '.join(found)}", 422, "recipient_opted_out",
-            fields={"recipient": "opted out (STOP); remove the opt-out to send again"},
-            extra={"opted_out": found},
-        )
+        raise _opted_out_error(found)
 
 
 def _route(conn, parsed: dict):
@@ -211,14 +206,14 @@ def _insert_params(parsed: dict, sim, *, idem_key, req_hash, batch_id) -> dict:
         "event_detail": f"routed to SIM {sim.id}" + (" (pinned)" if parsed["sim_card_id"] is not None else ""),
         "actor": p.actor, "ip": client_ip(), "request_id": request_id(),
         "on_unavailable": parsed["on_unavailable"],
+        # Not a column: the modem to wake once this row is committed.
+        "_wake": sim.modem_id if _due_now(parsed) else None,
     }
 
 
 def _result(parsed: dict, sim, row) -> dict:
     if row.id is None:
-        raise ApiError(f"recipient has opted out of messages: {parsed['recipient']}", 422, "recipient_opted_out",
-                       fields={"recipient": "opted out (STOP); remove the opt-out to send again"},
-                       extra={"opted_out": [parsed["recipient"]]})
+        raise _opted_out_error([parsed["recipient"]])
     return {
         "message": "SMS queued",
         "message_id": row.id,
@@ -233,8 +228,6 @@ def _result(parsed: dict, sim, row) -> dict:
         "segments": parsed["segments"],
         "timestamp": iso(row.timestamp),
         "send_at": iso(parsed["send_at"]),
-        "_wake": sim.modem_id if _due_now(parsed) else None,
-        "_sim": sim.id,
     }
 
 
@@ -247,16 +240,13 @@ def committer() -> GroupCommitter:
 
 
 def _wake_modems(items: list[dict], results: list) -> None:
-    """One wake-up per modem per committed batch: a worker drains its SIM's
-    queue on any wake-up, so one per message would only cost CPU."""
+    """After a commit (group commit or batch): one wake-up per modem, as a
+    worker drains its SIM's queue on any wake-up; one per message would only
+    cost CPU."""
     modems: dict[str, int] = {}
     for item, row in zip(items, results):
-        if item.get("_wake") and row.id is not None:
+        if item["_wake"] and row.id is not None:
             modems.setdefault(item["_wake"], row.id)
-    _publish_wakeups(modems)
-
-
-def _publish_wakeups(modems: dict[str, int]) -> None:
     for modem_id, message_id in modems.items():
         bus.publish(bus.topics.outbox(modem_id), OutboxWakeup(message_id=message_id).to_json(), qos=1)
 
@@ -270,29 +260,9 @@ def _queue_one(parsed: dict, *, idem_key: str | None, req_hash: str | None) -> d
     process are waiting for a commit at the same moment (groupcommit.py)."""
     sim = _route(db.engine.connect, parsed)
     params = _insert_params(parsed, sim, idem_key=idem_key, req_hash=req_hash, batch_id=None)
-    params["_wake"] = sim.modem_id if _due_now(parsed) else None
-    row = committer().submit(params)
-    return _result(parsed, sim, row)
-
-
-def _wake(results: list[dict], counted: bool = False, published: bool = False) -> None:
-    """After the commit: count the routing, then one wake-up per modem
-    (unless the group commit already sent them)."""
-    r = router()
-    modems = {}
-    for res in results:
-        sim_id = res.pop("_sim")
-        if not counted:
-            r.note_routed(sim_id, res["segments"])
-        modem = res.pop("_wake")
-        if modem and modem not in modems:
-            modems[modem] = res["message_id"]
-    if not published:
-        _publish_wakeups(modems)
-    try:
-        messages_queued.send(current_app._get_current_object(), messages=results)
-    except Exception:
-        log.exception("a messages-queued listener failed")
+    result = _result(parsed, sim, committer().submit(params))  # the committer woke the modem
+    router().note_routed(sim.id, parsed["segments"])
+    return result
 
 
 def _existing(idem_key: str, req_hash: str):
@@ -318,9 +288,15 @@ def _existing(idem_key: str, req_hash: str):
     return first.batch_id, out
 
 
-def _replayed(payload, status=201):
-    response = jsonify(payload)
-    response.status_code = status
+def _replay(idem_key: str | None, req_hash: str | None, *, batch: bool):
+    """The stored response to an earlier request with this Idempotency-Key
+    (marked as replayed), None if there was none."""
+    previous = _existing(idem_key, req_hash) if idem_key else None
+    if previous is None:
+        return None
+    batch_id, out = previous
+    response = jsonify({"batch_id": batch_id, "messages": out, "count": len(out)} if batch else out[0])
+    response.status_code = 201
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -331,20 +307,18 @@ def send_sms():
     data = json_body()
     idem = idempotency_key()
     req_hash = request_hash(data) if idem else None
-    if idem:
-        previous = _existing(idem, req_hash)
-        if previous:
-            return _replayed(previous[1][0])
+    replay = _replay(idem, req_hash, batch=False)
+    if replay is not None:
+        return replay
     parsed = parse_message(data)
     try:
         result = _queue_one(parsed, idem_key=idem, req_hash=req_hash)
     except IntegrityError:
         # Two requests with one Idempotency-Key raced; the other one won.
-        previous = _existing(idem, req_hash) if idem else None
-        if previous:
-            return _replayed(previous[1][0])
+        replay = _replay(idem, req_hash, batch=False)
+        if replay is not None:
+            return replay
         raise
-    _wake([result], published=True)
     g.message_id = result["message_id"]  # joins the access log line to the message
     return jsonify(result), 201
 
@@ -356,10 +330,9 @@ def send_batch():
     s = settings()
     idem = idempotency_key()
     req_hash = request_hash(data) if idem else None
-    if idem:
-        previous = _existing(idem, req_hash)
-        if previous:
-            return _replayed({"batch_id": previous[0], "messages": previous[1], "count": len(previous[1])})
+    replay = _replay(idem, req_hash, batch=True)
+    if replay is not None:
+        return replay
     if isinstance(data.get("messages"), list):
         items = data["messages"]
         if "recipients" in data:
@@ -403,16 +376,16 @@ def send_batch():
             written = insert_messages(conn, rows)
             results = [_result(item, sim, row) for item, sim, row in zip(parsed, sims, written)]
     except IntegrityError:
-        previous = _existing(idem, req_hash) if idem else None
-        if previous:
-            return _replayed({"batch_id": previous[0], "messages": previous[1], "count": len(previous[1])})
+        replay = _replay(idem, req_hash, batch=True)
+        if replay is not None:
+            return replay
         raise
     except ApiError as exc:
         if len(parsed) > 1:
             exc.message = f"batch refused, nothing was queued: {exc.message}"
             exc.extra = {**exc.extra, "index": len(sims)}
         raise
-    _wake(results, counted=True)
+    _wake_modems(rows, written)
     return jsonify({"message": f"{len(results)} SMS queued", "batch_id": batch_id, "messages": results,
                     "count": len(results)}), 201
 
@@ -516,7 +489,7 @@ _SEND_ITEM = {
         "recipient": {"type": "string", "description": "E.164, e.g. +4915112345678"},
         "message": {"type": "string"},
         "sim_card_id": {"type": "integer", "description": "pin a SIM; otherwise the gateway routes"},
-        "priority": {"type": "string", "enum": ["normal", "high"]},
+        "priority": {"type": "string", "enum": list(PRIORITIES)},
         "send_at": {"type": "string", "format": "date-time"},
         "expires_at": {"type": "string", "format": "date-time"},
         "on_unavailable": {"type": "string", "enum": ["wait", "fail"]},
