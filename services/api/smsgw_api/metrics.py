@@ -44,13 +44,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import text
 
 from smsgw_common import selfstats
-from smsgw_common.settings import env_bool, env_float
+from smsgw_common.settings import env_float
 
 from .extensions import bus, db
 from .openapi import register
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("smsgw_api.access")
 
 bp = Blueprint("metrics", __name__)
 
@@ -207,14 +206,6 @@ def _after(response):
     route = _route_label()
     REQUESTS.labels(method, route, str(response.status_code)).inc()
     LATENCY.labels(method, route).observe(elapsed)
-    if current_app.config.get("SMSGW_ACCESS_LOG", True) and route != "/metrics":
-        # One JSON line per request; request_id comes from the bound log context.
-        fields = {"http_method": request.method, "route": route, "path": request.path,
-                  "status": response.status_code, "duration_ms": round(elapsed * 1000, 2)}
-        message_id = g.get("message_id")  # set by the route that created a message
-        if message_id is not None:
-            fields["message_id"] = message_id
-        access_log.info("%s %s %s", request.method, request.path, response.status_code, extra=fields)
     return response
 
 
@@ -243,7 +234,6 @@ def init_app(app: Flask) -> None:
     ttl = env_float("METRICS_CACHE_SECONDS", 5.0)
     registry.register(DatabaseCollector(app, ttl))
     app.extensions[_REGISTRY_KEY] = registry
-    app.config.setdefault("SMSGW_ACCESS_LOG", env_bool("ACCESS_LOG", True))
     app.before_request(_before)
     app.after_request(_after)
     app.register_blueprint(bp)

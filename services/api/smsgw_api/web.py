@@ -13,10 +13,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from smsgw_common import jsonlog
 from smsgw_common.models import Log
+from smsgw_common.settings import env_bool
 
 from .errors import ApiError, ValidationError
 
-log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -142,27 +142,33 @@ def audit(action: str, details: str | None = None, status: str = "success", send
 
 
 SLOW_REQUEST_SECONDS = 1.0
+access_log = logging.getLogger("smsgw_api.access")
 
 
 def _log_request(response) -> None:
-    """Errors and slow requests at INFO and above, the rest at DEBUG: an access
-    line per request would cost more than some requests (LOG_LEVEL=DEBUG)."""
+    """The one access line per request (ACCESS_LOG=false turns it off): JSON
+    with the request id from the log context and, for a send, the message id,
+    so a message can be followed from here to the modem worker's lines."""
+    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    if not current_app.config["SMSGW_ACCESS_LOG"] or route == "/metrics":
+        return
     started = g.get("_started")
     elapsed = time.perf_counter() - started if started else 0.0
     status = response.status_code
-    level = (logging.ERROR if status >= 500 else logging.WARNING if elapsed > SLOW_REQUEST_SECONDS
-             else logging.INFO if status >= 400 else logging.DEBUG)
-    if log.isEnabledFor(level):
-        principal = g.get("smsgw_principal")
-        log.log(level, "%s %s %s", request.method, request.path, status, extra={
-            "method": request.method, "path": request.path, "status": status,
-            "ms": round(elapsed * 1000, 1), "ip": client_ip(),
-            "user": principal.username if principal else None})
+    level = logging.ERROR if status >= 500 else logging.WARNING if elapsed > SLOW_REQUEST_SECONDS else logging.INFO
+    principal = g.get("smsgw_principal")
+    fields = {"http_method": request.method, "route": route, "path": request.path, "status": status,
+              "duration_ms": round(elapsed * 1000, 2), "ip": client_ip(),
+              "user": principal.username if principal else None}
+    if g.get("message_id") is not None:  # set by the route that created a message
+        fields["message_id"] = g.message_id
+    access_log.log(level, "%s %s %s", request.method, request.path, status, extra=fields)
 
 
 def init_app(app: Flask) -> None:
     s = app.config["SMSGW_SETTINGS"]
     app.config["MAX_CONTENT_LENGTH"] = s.max_body_bytes
+    app.config.setdefault("SMSGW_ACCESS_LOG", env_bool("ACCESS_LOG", True))
     allowed = set(s.cors_allowed_origins)
 
     @app.before_request
