@@ -27,8 +27,8 @@ import requests
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _db import create_database, drop_database  # noqa: E402  (BENCH_PG_ADMIN_URL)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from shared_fixtures import create_database, drop_database  # noqa: E402  (scratch databases as the tests make them)
 
 POST_LUA = """
 wrk.method = "POST"

@@ -27,8 +27,8 @@ import psycopg2
 import requests
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _db import create_database, drop_database  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from shared_fixtures import create_database, drop_database  # noqa: E402  (scratch databases as the tests make them)
 
 CPU_TARGET = 1.0  # % of one core
 RSS_TARGET = 30 * 1024 * 1024

@@ -17,27 +17,17 @@ import secrets
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
-import psycopg2
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from smsgw_common.db import make_engine, make_sessionmaker
 from smsgw_common.models import Message, MessagePart, Modem, SimCard, utcnow
 from smsgw_worker.emulator import Emulator
 
-ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def admin(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN_URL)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from shared_fixtures import create_database, drop_database  # noqa: E402  (scratch databases as the tests make them)
 
 
 def wait(predicate, timeout: float, what: str):
@@ -60,8 +50,7 @@ def main() -> int:
         parser.error("--parts must be 1..5 and --messages at least 1")
 
     name = f"smsgw_bench_{secrets.token_hex(4)}"
-    admin(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_URL).set(drivername="postgresql+psycopg2", database=name).render_as_string(False)
+    url = create_database(name)
     emu = proc = None
     try:
         from smsgw_api.migrate import upgrade
@@ -137,7 +126,7 @@ def main() -> int:
                 proc.kill()
         if emu is not None:
             emu.stop()
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10, **kw) -> Engine:
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10, pre_ping: bool = True, **kw) -> Engine:
+    """pre_ping survives a Postgres restart without a failed request, at one
+    round trip per checkout; a caller that retries on its own may turn it off."""
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,  # survive a Postgres restart without a failed request
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         future=True,
         **kw,

@@ -88,13 +88,17 @@ def at(emulator):
 
 
 @pytest.fixture
-def rig(database_url, mqtt_prefix):
-    """Workers on emulated modems with real Postgres and Mosquitto (worker_harness.Rig)."""
+def rig(database_url, mqtt_prefix, tmp_path):
+    """Workers on emulated modems with real Postgres and Mosquitto (worker_harness.Rig).
+
+    Each emulator gets a stable symlink as its device, so unplug/replug
+    (test_worker_faults.py) keep the same path."""
     from .worker_harness import Rig
 
     made = []
 
     def make(**kw) -> "Rig":
+        kw.setdefault("link", str(tmp_path / f"ttyRIG{len(made)}"))
         r = Rig(database_url, mqtt_prefix, **kw)
         made.append(r)
         return r

@@ -3,26 +3,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from sqlalchemy import select
 
 from smsgw_common.models import MessageEvent, Modem
 
 from .worker_harness import Rig, wait_for
-
-
-@pytest.fixture
-def rig(database_url, mqtt_prefix, tmp_path):
-    made = []
-
-    def make(**kw) -> Rig:
-        r = Rig(database_url, mqtt_prefix, link=str(tmp_path / f"ttyEMU{len(made)}"), **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def _events(r: Rig, mid: int) -> list[MessageEvent]:

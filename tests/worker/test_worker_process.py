@@ -7,14 +7,16 @@ import signal
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
 
 from smsgw_common.models import Modem
+from smsgw_common.topics import Topics
 from smsgw_worker.emulator import Emulator
 
-from .worker_harness import Listener, Rig
+from .worker_harness import Listener, Rig, wait_for
 
 
 def _command(r: Rig, command: str, **args) -> dict:
@@ -70,49 +72,45 @@ def _env(service_env, modem_id: str, **extra) -> dict:
     return env
 
 
-def test_the_process_runs_an_emulated_modem_drains_on_sigterm_and_publishes_offline(service_env, python, mqtt_prefix):
-    modem_id = f"proc-{uuid.uuid4().hex[:8]}"
-    from smsgw_common.topics import Topics
-
-    topics = Topics(mqtt_prefix)
-    listener = Listener([topics.state(modem_id)])
-    proc = subprocess.Popen([python, "-m", "smsgw_worker", "run"], env=_env(service_env, modem_id),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+@contextmanager
+def _worker_process(service_env, python, mqtt_prefix, name: str, **popen_kw):
+    """`python -m smsgw_worker run` on an emulated modem; yields the process
+    and a Listener subscribed to its state topic (also yielded)."""
+    modem_id = f"{name}-{uuid.uuid4().hex[:8]}"
+    state_topic = Topics(mqtt_prefix).state(modem_id)
+    listener = Listener([state_topic])
+    proc = subprocess.Popen([python, "-m", "smsgw_worker", "run"], env=_env(service_env, modem_id), **popen_kw)
     try:
-        state = listener.wait(topics.state(modem_id), lambda p: p["online"], timeout=20)
+        yield proc, listener, state_topic
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+
+
+def test_the_process_runs_an_emulated_modem_drains_on_sigterm_and_publishes_offline(service_env, python, mqtt_prefix):
+    with _worker_process(service_env, python, mqtt_prefix, "proc",
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as (proc, listener, state_topic):
+        state = listener.wait(state_topic, lambda p: p["online"], timeout=20)
         assert state["manufacturer"] == "SIMCOM_Ltd" and state["iccid"].startswith("89999")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-        listener.wait(topics.state(modem_id), lambda p: not p["online"] and p.get("reason") == "shutdown")
+        listener.wait(state_topic, lambda p: not p["online"] and p.get("reason") == "shutdown")
         out = proc.stdout.read().decode()
         assert '"service": "modem-worker"' in out  # JSON log lines
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        listener.close()
 
 
 def test_a_killed_process_leaves_its_last_will_retained(service_env, python, mqtt_prefix):
-    modem_id = f"lwt-{uuid.uuid4().hex[:8]}"
-    from smsgw_common.topics import Topics
-
-    topics = Topics(mqtt_prefix)
-    listener = Listener([topics.state(modem_id)])
-    proc = subprocess.Popen([python, "-m", "smsgw_worker", "run"], env=_env(service_env, modem_id),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        listener.wait(topics.state(modem_id), lambda p: p["online"], timeout=20)
+    with _worker_process(service_env, python, mqtt_prefix, "lwt",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as (proc, listener, state_topic):
+        listener.wait(state_topic, lambda p: p["online"], timeout=20)
         proc.kill()
         proc.wait(5)
-        listener.wait(topics.state(modem_id), lambda p: not p["online"] and p.get("reason") == "lwt", timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        listener.close()
+        listener.wait(state_topic, lambda p: not p["online"] and p.get("reason") == "lwt", timeout=10)
     # Retained: a newcomer sees the modem offline too.
-    late = Listener([topics.state(modem_id)])
+    late = Listener([state_topic])
     try:
-        late.wait(topics.state(modem_id), lambda p: p.get("reason") == "lwt", timeout=5)
+        late.wait(state_topic, lambda p: p.get("reason") == "lwt", timeout=5)
     finally:
         late.close()
 
@@ -173,25 +171,22 @@ def test_the_demo_emulator_is_steered_through_its_control_server(service_env, py
     engine = make_engine(database_url, pool_size=1)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
+
+        def health():
             try:
-                assert requests.get(base + "/health", timeout=2).json()["profile"] == "simcom"
-                break
+                return requests.get(base + "/health", timeout=2).json()
             except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return None  # not listening yet
+
+        assert wait_for(health, 20, lambda: "the control server never answered")["profile"] == "simcom"
         requests.post(base + "/inject", json={"sender": sender, "text": "hello demo"}, timeout=5).raise_for_status()
         Session = make_sessionmaker(engine)
-        deadline = time.monotonic() + 20
-        while True:
+
+        def texts():
             with Session() as s:
-                texts = s.scalars(select(Message.message).where(Message.sender == sender)).all()
-            if texts or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert texts == ["hello demo"]
+                return s.scalars(select(Message.message).where(Message.sender == sender)).all()
+
+        assert wait_for(texts, 20, lambda: "the injected SMS never reached the database") == ["hello demo"]
     finally:
         proc.terminate()
         proc.wait(15)

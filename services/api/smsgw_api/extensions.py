@@ -18,9 +18,8 @@ import socket
 import redis as redis_lib
 from flask import Flask, current_app, g
 
-from sqlalchemy import create_engine
 
-from smsgw_common.db import make_sessionmaker
+from smsgw_common.db import make_engine, make_sessionmaker
 from smsgw_common.mqtt import Bus
 from smsgw_common.topics import Topics
 
@@ -32,14 +31,8 @@ class _DbState:
         # No pre-ping: it would add a round trip to every request. After a
         # Postgres restart the first query on a dead connection fails (503),
         # SQLAlchemy then invalidates the whole pool and the next one works.
-        self.engine = create_engine(
-            settings.database_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_timeout=10,
-            pool_recycle=1800,
-            pool_pre_ping=False,
-        )
+        self.engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                                  max_overflow=settings.db_max_overflow, pre_ping=False, pool_timeout=10)
         self.sessionmaker = make_sessionmaker(self.engine)
 
 

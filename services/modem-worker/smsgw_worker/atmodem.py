@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +26,9 @@ REGISTRATION = {0: "not_registered", 1: "home", 2: "searching", 3: "denied", 4: 
 # Tried in order: +CMTI for new SMS and +CDS for reports, then +CDSI (reports
 # stored), then buffer mode 1 for modems that refuse mode 2.
 CNMI_VARIANTS = ("2,1,0,1,0", "2,1,0,2,0", "1,1,0,1,0", "1,1,0,2,0", "2,1,0,0,0")
+# +CME codes that answer AT+CPIN? with what is wrong with the SIM (TS 27.007
+# 9.2), as SimProblem reasons.
+SIM_CME_REASONS = {10: "sim_missing", 13: "sim_failure", 14: "sim_busy"}
 ICCID_COMMANDS = ("AT+CCID", "AT+ICCID", "AT^ICCID?", "AT+QCCID", "AT+CICCID", "AT+CRSM=176,12258,0,0,10")
 
 
@@ -179,11 +183,10 @@ class ATModem:
                 lines = self.cmd("AT+CPIN?", accept="+CPIN:")
                 state = next((_strip_head(x) for x in lines if x.startswith("+CPIN:")), "")
             except CmeError as exc:
-                if exc.code == 10:
-                    raise SimProblem("sim_missing", "SIM not inserted (+CME ERROR: 10)") from exc
-                if exc.code == 13:
-                    raise SimProblem("sim_failure", "SIM failure (+CME ERROR: 13)") from exc
-                if exc.code == 14 or exc.code == 3:
+                reason = SIM_CME_REASONS.get(exc.code)
+                if reason in ("sim_missing", "sim_failure"):
+                    raise SimProblem(reason, f"{exc.text} (+CME ERROR: {exc.code})") from exc
+                if reason == "sim_busy" or exc.code == 3:
                     state = "BUSY"
                 else:
                     raise
@@ -215,7 +218,7 @@ class ATModem:
         try:
             lines = self.cmd("AT+CPIN?", accept="+CPIN:")
         except CmeError as exc:
-            return {10: "sim_missing", 13: "sim_failure", 14: "sim_busy"}.get(exc.code, f"cme_{exc.code}")
+            return SIM_CME_REASONS.get(exc.code, f"cme_{exc.code}")
         state = next((_strip_head(x) for x in lines if x.startswith("+CPIN:")), "").upper()
         return {"READY": "ready", "SIM PIN": "pin_required"}.get(state, "sim_failure" if state else "ready")
 
@@ -354,21 +357,18 @@ class ATModem:
         with self._storage(storage):
             self.cmd(f"AT+CMGD={index}")
 
+    @contextmanager
     def _storage(self, storage: str | None):
-        modem = self
-
-        class _Switch:
-            def __enter__(self):
-                current = modem.cpms.split(",")[0].strip('"')
-                self.switched = bool(storage) and storage.upper() != current
-                if self.switched:
-                    modem._try(f'AT+CPMS="{storage}"')
-
-            def __exit__(self, *exc):
-                if self.switched:
-                    modem._try(f"AT+CPMS={modem.cpms}")
-
-        return _Switch()
+        """Read/delete in `storage` (from +CMTI/+CDSI), then back to what init chose."""
+        current = self.cpms.split(",")[0].strip('"')
+        switched = bool(storage) and storage.upper() != current
+        if switched:
+            self._try(f'AT+CPMS="{storage}"')
+        try:
+            yield
+        finally:
+            if switched:
+                self._try(f"AT+CPMS={self.cpms}")
 
     def storage_usage(self) -> tuple[int, int] | None:
         """(used, total) of the receive storage, from AT+CPMS?."""

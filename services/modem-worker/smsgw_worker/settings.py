@@ -10,8 +10,6 @@ from smsgw_common.settings import (
 )
 from smsgw_common.topics import check_id
 
-EMULATOR_PROFILES = ("generic", "huawei", "simcom", "quectel")
-
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -52,8 +50,12 @@ class WorkerSettings:
         except ValueError:
             raise SettingsError(f"MODEM_ID may only hold letters, digits, '.', '_' and '-': {modem_id!r}") from None
         emulator = environ.get("MODEM_EMULATOR") or None
-        if emulator and emulator not in EMULATOR_PROFILES:
-            raise SettingsError(f"MODEM_EMULATOR must be one of {', '.join(EMULATOR_PROFILES)}, got {emulator!r}")
+        if emulator:
+            # Imported only here: a worker on real hardware never loads the emulator.
+            from .emulator.profiles import PROFILES
+
+            if emulator not in PROFILES:
+                raise SettingsError(f"MODEM_EMULATOR must be one of {', '.join(PROFILES)}, got {emulator!r}")
         device = environ.get("MODEM_DEVICE") or None
         if not device and not emulator:
             raise SettingsError("MODEM_DEVICE is not set (e.g. /dev/serial/by-id/usb-...-if02-port0)")

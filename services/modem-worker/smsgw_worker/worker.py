@@ -12,13 +12,14 @@ worker dies in between, `queue.reclaim_expired_leases` turns the message into
 that times out after the PDU was written: recorded `unknown`, never resent.
 
 Send errors (errors.classify_send_error):
-- permanent (+CMS 1, 8, 10, 21, 28, 29, 30, 50, 69, 81, 95-99, 111, 127,
+- permanent (+CMS 1, 8, 10, 21, 28, 29, 30, 50, 69, 81, 95-97, 99, 111, 127,
   128-255, 303-305, 330): the message fails with the modem's code and text;
-- SIM problems (+CMS 310-318, +CME 10-18): the message goes back to the
-  queue without spending an attempt, the modem is marked offline;
-- anything else (+CMS 17, 22, 27, 38, 41, 42, 47, 300, 314, 320-322, 331,
-  332, 500, vendor codes, no prompt): retried after retry_base * 2^(n-1)
-  seconds (capped at retry_max) up to max_attempts, then failed.
+- SIM problems (+CMS 310-313, 315-318, +CME 10-13, 15-18): the message goes
+  back to the queue without spending an attempt, the modem is marked offline;
+- anything else (+CMS 17, 22, 27, 38, 41, 42, 47, 98, 300, 314 (SIM busy),
+  320-322, 331, 332, 500, other +CME codes incl. 14 (SIM busy), vendor codes,
+  no prompt): retried after retry_base * 2^(n-1) seconds (capped at
+  retry_max) up to max_attempts, then failed.
 """
 from __future__ import annotations
 
@@ -29,14 +30,14 @@ import time
 from datetime import timedelta
 from hashlib import sha1
 
-from sqlalchemy import create_engine, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from smsgw_common import jsonlog
 from smsgw_common import queue as q
 from smsgw_common import selfstats
-from smsgw_common.db import make_sessionmaker
+from smsgw_common.db import make_engine, make_sessionmaker
 from smsgw_common.models import (
     DELIVERED, EXPIRED, FAILED, QUEUED, RECEIVED, SENDING, SENT, UNKNOWN,
     InboundPart, Message, MessageEvent, MessagePart, Modem, SimCard, utcnow,
@@ -97,10 +98,10 @@ class Worker:
         self.modem_id = settings.modem_id
         self.worker_id = settings.worker_id
         self.topics = Topics(settings.common.mqtt.prefix)
-        # No ping on every checkout (make_engine's default): this loop checks a
-        # connection out several times per segment, and a dead connection is
-        # invalidated by SQLAlchemy and surfaces in _guard, which retries.
-        self.engine = create_engine(settings.common.database.url, pool_size=2, max_overflow=2, pool_recycle=1800)
+        # No ping on every checkout: this loop checks a connection out several
+        # times per segment, and a dead connection is invalidated by SQLAlchemy
+        # and surfaces in _guard, which retries.
+        self.engine = make_engine(settings.common.database.url, pool_size=2, max_overflow=2, pre_ping=False)
         self.Session = make_sessionmaker(self.engine)
         self.events: queue_mod.Queue = queue_mod.Queue()
         self.modem: ATModem | None = None

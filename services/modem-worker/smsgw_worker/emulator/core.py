@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 CTRL_Z = 0x1A
 ESC = 0x1B
 
+# Verbose (+CMEE=2) error texts as the emulated firmware prints them. Kept
+# apart from errors.CME_TEXT/CMS_TEXT on purpose: the emulator stands for
+# independent hardware (vendors differ in wording and capitalisation), and
+# sharing the driver's tables would make the verbose-mode tests circular.
 CME_TEXT = {
     3: "operation not allowed",
     4: "operation not supported",
