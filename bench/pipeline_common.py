@@ -14,30 +14,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg2
 import requests
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_SCRIPT = ROOT / "tests" / "pipeline" / "emulated_worker.py"
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PY = sys.executable
+
+sys.path.insert(0, str(ROOT / "tests"))
+from shared_fixtures import create_database, drop_database  # noqa: E402  (TEST_PG_ADMIN_URL, as the tests)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_URL)
-    conn.autocommit = True
-    try:
-        conn.cursor().execute(sql)
-    finally:
-        conn.close()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -65,9 +56,7 @@ class Stack:
         self.procs: list[subprocess.Popen] = []
         run = f"{name}_{os.getpid()}_{secrets.token_hex(2)}"
         self.dbname = f"smsgw_bench_{run}"
-        admin(f'CREATE DATABASE "{self.dbname}"')
-        self.database_url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg2", database=self.dbname) \
-            .render_as_string(hide_password=False)
+        self.database_url = create_database(self.dbname)
         atexit.register(self.close)
         from smsgw_api.migrate import upgrade
 
@@ -152,6 +141,6 @@ class Stack:
         self.procs = []
         try:
             self.engine.dispose()
-            admin(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+            drop_database(self.dbname)
         except Exception as exc:
             print(f"cleanup: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ class Bus:
         client_id: str,
         will: tuple[str, bytes, int, bool] | None = None,
         on_connect: Callable[[], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
     ):
         self.settings = settings
         self.client = paho.Client(
@@ -47,6 +48,7 @@ class Bus:
         self._subs: dict[str, tuple[int, Handler]] = {}
         self._connected = threading.Event()
         self._on_connect_cb = on_connect
+        self._on_disconnect_cb = on_disconnect
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -99,6 +101,11 @@ class Bus:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
         log.warning("mqtt disconnected: %s", reason_code)
+        if self._on_disconnect_cb:
+            try:
+                self._on_disconnect_cb()
+            except Exception:
+                log.exception("on_disconnect callback failed")
 
     def _on_message(self, client, userdata, msg):
         for pattern, (_, handler) in list(self._subs.items()):

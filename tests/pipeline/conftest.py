@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
-from smsgw_common.models import ApiKey, Modem, SimCard, User
+from smsgw_common.models import ApiKey, Message, Modem, SimCard, User
 from smsgw_common.schemas import MessageEventPayload, ModemState
 from smsgw_common.topics import Topics
 
@@ -54,42 +54,11 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
 
 
 @pytest.fixture(scope="package")
-def pipeline_db(run_id):
-    """A database, topic prefix and gunicorn of this tier's own: its admins,
-    SIMs and background sweeper must not leak into other tiers of one run."""
-    import os
-
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    from smsgw_api.migrate import upgrade
-
-    admin_url = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-    def admin(sql: str) -> None:
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
-        try:
-            conn.cursor().execute(sql)
-        finally:
-            conn.close()
-
-    name = f"smsgw_pipeline_{run_id}"
-    admin(f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(admin_url).set(drivername="postgresql+psycopg2", database=name)
-        url = url.render_as_string(hide_password=False)
-        upgrade(url)
-        yield url
-    finally:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="package")
-def pipeline_env(service_env, pipeline_db, mqtt_prefix) -> dict[str, str]:
+def pipeline_env(service_env, mqtt_prefix) -> dict[str, str]:
+    """The tier's own database, topic prefix and Redis database (shared_fixtures):
+    its admins, SIMs and background sweeper never leak into other tiers."""
     return dict(
         service_env,
-        DATABASE_URL=pipeline_db,
         MQTT_PREFIX=mqtt_prefix + "pipeline/",
         JWT_SECRET=JWT_SECRET,
         LOG_JSON="1",
@@ -106,8 +75,8 @@ def pipeline_env(service_env, pipeline_db, mqtt_prefix) -> dict[str, str]:
 
 
 @pytest.fixture(scope="package")
-def db_session(pipeline_db):
-    engine = create_engine(pipeline_db, pool_size=2)
+def db_session(database_url):
+    engine = create_engine(database_url, pool_size=2)
     factory = sessionmaker(engine, expire_on_commit=False)
     yield factory
     engine.dispose()
@@ -369,6 +338,28 @@ def add_modem_and_sim(db_session, online: bool = True, **sim_fields) -> tuple[st
         s.add(sim)
         s.commit()
         return modem_id, sim.id
+
+
+def add_outbound(db_session, sim_id: int, user_id: int | None, text: str = "hello", status: str = "queued",
+                 **fields) -> int:
+    with db_session() as s:
+        msg = Message(direction="outbound", recipient=f"+4917{secrets.randbelow(10**8):08d}", message=text,
+                      status=status, sim_card_id=sim_id, user_id=user_id, segments=1, **fields)
+        s.add(msg)
+        s.commit()
+        return msg.id
+
+
+def add_inbound(db_session, mqtt, sim_id: int, sender: str, text: str) -> int:
+    """An inbound SMS as a worker records it: its row, then its `received` event."""
+    with db_session() as s:
+        msg = Message(direction="inbound", sender=sender, recipient="+4915100000001", message=text,
+                      status="received", sim_card_id=sim_id)
+        s.add(msg)
+        s.commit()
+    mqtt.message_event(message_id=msg.id, state="received", direction="inbound", sim_card_id=sim_id,
+                       sender=sender, message=text)
+    return msg.id
 
 
 def verify_signature(secret: str, hit: Hit) -> bool:

@@ -7,8 +7,7 @@ import signal
 
 import redis as redis_lib
 
-from .conftest import add_modem_and_sim, wait_until
-from .test_live_events import add_outbound
+from .conftest import add_modem_and_sim, add_outbound, wait_until
 
 
 def leader_pid(env) -> int:

@@ -10,17 +10,7 @@ import socketio
 
 from smsgw_common.models import Message
 
-from .conftest import add_modem_and_sim
-
-
-def add_outbound(db_session, sim_id: int, user_id: int | None, text: str = "hello", status: str = "queued",
-                 **fields) -> int:
-    with db_session() as s:
-        msg = Message(direction="outbound", recipient=f"+4917{secrets.randbelow(10**8):08d}", message=text,
-                      status=status, sim_card_id=sim_id, user_id=user_id, segments=1, **fields)
-        s.add(msg)
-        s.commit()
-        return msg.id
+from .conftest import add_inbound, add_modem_and_sim, add_outbound
 
 
 def test_it_refuses_a_socket_without_credentials(api, sockets):
@@ -116,14 +106,8 @@ def test_only_admins_hear_about_opt_out_changes(api, sockets, people, mqtt, db_s
     number = f"+4916{secrets.randbelow(10**8):08d}"
     admin, viewer = sockets(people["alice"]), sockets(people["carol"])
     time.sleep(0.3)
-    with db_session() as s:
-        msg = Message(direction="inbound", sender=number, recipient="+4915100000001", message="STOP",
-                      status="received", sim_card_id=sim_id)
-        s.add(msg)
-        s.commit()
-    mqtt.message_event(message_id=msg.id, state="received", direction="inbound", sim_card_id=sim_id,
-                       sender=number, message="STOP")
+    msg_id = add_inbound(db_session, mqtt, sim_id, number, "STOP")
     assert admin.wait_for("opt_out_update", lambda d: d["number"] == number)["opted_out"] is True
-    viewer.wait_for("sms_received", lambda d: d["id"] == msg.id)
+    viewer.wait_for("sms_received", lambda d: d["id"] == msg_id)
     time.sleep(0.3)
     assert viewer.seen("opt_out_update") == []

@@ -5,24 +5,11 @@ from __future__ import annotations
 import secrets
 import time
 
-from smsgw_common.models import Message
-
-from .conftest import add_modem_and_sim, wait_until
+from .conftest import add_inbound, add_modem_and_sim, wait_until
 
 
 def number() -> str:
     return f"+4916{secrets.randbelow(10**8):08d}"
-
-
-def inbound(db_session, mqtt, sim_id: int, sender: str, text: str) -> int:
-    with db_session() as s:
-        msg = Message(direction="inbound", sender=sender, recipient="+4915100000001", message=text,
-                      status="received", sim_card_id=sim_id)
-        s.add(msg)
-        s.commit()
-    mqtt.message_event(message_id=msg.id, state="received", direction="inbound", sim_card_id=sim_id,
-                       sender=sender, message=text)
-    return msg.id
 
 
 def listed(api, people, who: str) -> bool:
@@ -33,22 +20,22 @@ def listed(api, people, who: str) -> bool:
 def test_stop_opts_out_and_start_opts_back_in(api, people, mqtt, db_session):
     _, sim_id = add_modem_and_sim(db_session)
     who = number()
-    inbound(db_session, mqtt, sim_id, who, "  stop! ")
+    add_inbound(db_session, mqtt, sim_id, who, "  stop! ")
     wait_until(lambda: listed(api, people, who), 10, 0.1, "the opt-out")
-    inbound(db_session, mqtt, sim_id, who, "STOP")  # again: still one row
+    add_inbound(db_session, mqtt, sim_id, who, "STOP")  # again: still one row
     time.sleep(0.5)
     rows = api.get("/api/opt-outs", people["alice"], params={"q": who}).json()["opt_outs"]
     assert len(rows) == 1 and rows[0]["source"] == "keyword"
-    inbound(db_session, mqtt, sim_id, who, "Start")
+    add_inbound(db_session, mqtt, sim_id, who, "Start")
     wait_until(lambda: not listed(api, people, who), 10, 0.1, "the opt-in")
 
 
 def test_a_sentence_containing_stop_is_not_an_opt_out(api, people, mqtt, db_session):
     _, sim_id = add_modem_and_sim(db_session)
     who = number()
-    inbound(db_session, mqtt, sim_id, who, "please don't stop the music")
+    add_inbound(db_session, mqtt, sim_id, who, "please don't stop the music")
     marker = number()
-    inbound(db_session, mqtt, sim_id, marker, "QUIT")  # handled after the first one
+    add_inbound(db_session, mqtt, sim_id, marker, "QUIT")  # handled after the first one
     wait_until(lambda: listed(api, people, marker), 10, 0.1, "the later opt-out")
     assert not listed(api, people, who)
 

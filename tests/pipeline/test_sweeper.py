@@ -6,8 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from smsgw_common.models import Message, MessageEvent, Modem, SimCard
 
-from .conftest import add_modem_and_sim, wait_until
-from .test_live_events import add_outbound
+from .conftest import add_modem_and_sim, add_outbound, wait_until
 
 
 def state_of(db_session, msg_id: int) -> Message:

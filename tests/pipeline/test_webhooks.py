@@ -8,8 +8,7 @@ from datetime import datetime, timezone
 
 from smsgw_common.models import Message, WebhookDelivery
 
-from .conftest import add_modem_and_sim, verify_signature, wait_until
-from .test_live_events import add_outbound
+from .conftest import add_modem_and_sim, add_outbound, verify_signature, wait_until
 
 
 def register(api, who, url, **body):

@@ -161,8 +161,7 @@ def test_each_api_process_reports_its_own_rss_and_cpu_over_mqtt(service_env, mon
     listener.subscribe(Topics(prefix).all_stats(), tracker.handle, qos=0)
     monkeypatch.setenv("SELFSTATS_INTERVAL", "0.2")
     # Not a test app, but no leader/sweeper either: they would touch this tier's rows.
-    monkeypatch.setenv("PIPELINE_BACKGROUND", "off")
-    app = make(_api_settings({**service_env, "MQTT_PREFIX": prefix}), testing=False)
+    app = make(_api_settings({**service_env, "MQTT_PREFIX": prefix, "PIPELINE_BACKGROUND": "off"}), testing=False)
     try:
         app.test_client().get("/healthz")
         source = f"-{os.getpid()}"

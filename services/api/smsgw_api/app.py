@@ -5,7 +5,8 @@
     app = create_app({"ENV": {...}})            # tests: an environ dict
 
 Blueprints owned elsewhere register themselves through their `init_app(app)`
-(statistics, metrics, realtime, webhooks, opt-outs, sweeper).
+(statistics, metrics, realtime, webhooks, opt-outs); the sweeper runs
+inside the realtime leader.
 """
 from __future__ import annotations
 
@@ -40,11 +41,10 @@ def create_app(config: dict | None = None) -> Flask:
     for module in (auth, users, apikeys, simcards, sms, messages, logs, modems, health):
         app.register_blueprint(module.bp)
 
-    # Written by other helpers; each registers its own routes and documents
-    # them with smsgw_api.openapi.register.
-    from . import metrics, optouts, realtime, statistics, sweeper, webhooks
+    # Each registers its own routes and documents them with smsgw_api.openapi.register.
+    from . import metrics, optouts, realtime, statistics, webhooks
 
-    for module in (statistics, metrics, realtime, webhooks, optouts, sweeper):
+    for module in (statistics, metrics, realtime, webhooks, optouts):
         module.init_app(app)
 
     return app

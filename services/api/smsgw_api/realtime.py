@@ -28,16 +28,17 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from datetime import timedelta
 
 from flask import Flask, request
 from flask_socketio import SocketIO, join_room
 
+from smsgw_common.db import session_scope
 from smsgw_common.models import RECEIVED, Message, Modem, utcnow
 from smsgw_common.mqtt import Bus
 from smsgw_common.schemas import MessageEventPayload, ModemState, parse
-from smsgw_common.settings import env_bool, env_float, env_list, env_str
+
+from .extensions import db, redis_client
+from .settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,59 +48,8 @@ EXT_KEY = "smsgw_pipeline"
 socketio = SocketIO()
 
 
-@dataclass(frozen=True)
-class PipelineSettings:
-    background: str = "auto"  # auto | on | off: run the leader election in this process
-    leader_ttl: float = 10.0
-    transports: tuple[str, ...] = ("websocket",)
-    report_timeout: timedelta = timedelta(hours=48)
-    sweep_interval: float = 5.0
-    webhook_allow_private: bool = True
-    webhook_timeout: float = 10.0
-    webhook_max_attempts: int = 8
-    webhook_backoff_base: float = 10.0
-    webhook_backoff_max: float = 3600.0
-    webhook_concurrency: int = 8
-    webhook_poll_interval: float = 1.0
-    optout_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
-    optin_keywords: tuple[str, ...] = ("START", "UNSTOP")
-
-    @classmethod
-    def from_env(cls, environ=None) -> "PipelineSettings":
-        environ = os.environ if environ is None else environ
-        background = env_str("PIPELINE_BACKGROUND", "auto", environ).lower()
-        if background not in {"auto", "on", "off", "1", "0", "true", "false"}:
-            from smsgw_common.settings import SettingsError
-
-            raise SettingsError("PIPELINE_BACKGROUND must be auto, on or off")
-        background = {"1": "on", "true": "on", "0": "off", "false": "off"}.get(background, background)
-        transports = tuple(env_list("SOCKETIO_TRANSPORTS", "websocket", environ))
-        from smsgw_common.settings import env_int
-
-        return cls(
-            background=background,
-            leader_ttl=env_float("LEADER_TTL_SECONDS", 10.0, environ),
-            transports=transports,
-            report_timeout=timedelta(seconds=env_float("REPORT_TIMEOUT", 48 * 3600, environ)),
-            sweep_interval=env_float("SWEEP_INTERVAL_SECONDS", 5.0, environ),
-            webhook_allow_private=env_bool("WEBHOOK_ALLOW_PRIVATE", True, environ),
-            webhook_timeout=env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, environ),
-            webhook_max_attempts=env_int("WEBHOOK_MAX_ATTEMPTS", 8, environ),
-            webhook_backoff_base=env_float("WEBHOOK_BACKOFF_SECONDS", 10.0, environ),
-            webhook_backoff_max=env_float("WEBHOOK_BACKOFF_MAX_SECONDS", 3600.0, environ),
-            webhook_concurrency=env_int("WEBHOOK_CONCURRENCY", 8, environ),
-            webhook_poll_interval=env_float("WEBHOOK_POLL_SECONDS", 1.0, environ),
-            optout_keywords=tuple(k.upper() for k in env_list(
-                "OPTOUT_KEYWORDS", "STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT", environ)),
-            optin_keywords=tuple(k.upper() for k in env_list("OPTIN_KEYWORDS", "START,UNSTOP", environ)),
-        )
-
-
 def pipeline_settings(app: Flask) -> PipelineSettings:
-    state = app.extensions.setdefault(EXT_KEY, {})
-    if "settings" not in state:
-        state["settings"] = PipelineSettings.from_env()
-    return state["settings"]
+    return _api_settings(app).pipeline
 
 
 def _api_settings(app: Flask):
@@ -175,8 +125,6 @@ def _broker(app: Flask) -> str:
 
 
 def _redis(app: Flask):
-    from smsgw_api.extensions import redis_client
-
     return redis_client.get(app)
 
 
@@ -229,6 +177,32 @@ def _should_run_background(app: Flask, settings: PipelineSettings) -> bool:
         return monkey.is_module_patched("socket")
     except ImportError:
         return False
+
+
+# --- Background services (leader only) --------------------------------------
+
+
+class WakeableLoop:
+    """A daemon thread running `run()`; `wake()` cuts its current wait short."""
+
+    thread_name = "background"
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name=self.thread_name, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        raise NotImplementedError
 
 
 # --- Leader election -------------------------------------------------------
@@ -291,12 +265,7 @@ class Leader:
                     # over: two leaders would relay every event twice.
                     self._step_down()
             self.stopping.wait(interval)
-        if self.is_leader:
-            self._step_down()
-            try:
-                r.eval(_RELEASE, 1, self.key, self.me)
-            except Exception:
-                pass
+        self.release()
 
     def _step_up(self) -> None:
         from smsgw_api import sweeper, webhooks
@@ -416,8 +385,8 @@ class EventConsumer:
         self.topics = Topics(api.common.mqtt.prefix)
         # A fixed client id makes the session persistent across leaders.
         client_id = "events-" + api.common.mqtt.prefix.strip("/").replace("/", "-")[-40:]
-        self.bus = Bus(api.common.mqtt, client_id=client_id, on_connect=self._connected)
-        self.bus.client.on_disconnect = self._disconnected
+        self.bus = Bus(api.common.mqtt, client_id=client_id, on_connect=self._connected,
+                       on_disconnect=self._disconnected)
         self.queue: queue.Queue = queue.Queue(maxsize=100000)
         self.stopping = threading.Event()
         self.on_modem_offline = lambda: None
@@ -441,8 +410,7 @@ class EventConsumer:
     def _connected(self) -> None:
         self._publish_mqtt_status(True)
 
-    def _disconnected(self, client, userdata, flags, reason_code, properties):
-        self.bus._on_disconnect(client, userdata, flags, reason_code, properties)
+    def _disconnected(self) -> None:
         if not self.stopping.is_set():
             self._publish_mqtt_status(False)
 
@@ -485,13 +453,11 @@ class EventConsumer:
 
     def handle_message_event(self, ev: MessageEventPayload) -> None:
         from smsgw_api import optouts, webhooks
-        from smsgw_api.extensions import db
 
         # An inbound event carries everything a browser shows: relay it before
         # touching the database. Outbound events need the row (text, numbers).
         early = ev.state == RECEIVED and ev.message is not None and ev.sender is not None
-        session = db.new_session(self.app)
-        try:
+        with session_scope(db.state(self.app).sessionmaker) as session:
             msg = None if early else session.get(Message, ev.message_id)
             data = status_update_payload(ev, msg)
             # Browsers first: they are the latency-sensitive consumers.
@@ -513,12 +479,6 @@ class EventConsumer:
                 msg = session.get(Message, ev.message_id)
                 data = status_update_payload(ev, msg)
             queued = webhooks.enqueue_message_event(session, ev, msg, data)
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
-        finally:
-            session.close()
         if change:
             optouts.announce(change)
         if queued:
@@ -526,7 +486,6 @@ class EventConsumer:
 
     def handle_modem_state(self, modem_id: str, st: ModemState) -> None:
         from smsgw_api import webhooks
-        from smsgw_api.extensions import db
 
         data = modem_status_payload(modem_id, st)
         r = _redis(self.app)
@@ -536,8 +495,7 @@ class EventConsumer:
         r.hset(_key(self.app, "modem_status"), modem_id, json.dumps(data))
         emit("modem_status", data)
         prev_online = json.loads(prev_raw).get("online") if prev_raw else None
-        session = db.new_session(self.app)
-        try:
+        with session_scope(db.state(self.app).sessionmaker) as session:
             modem = session.get(Modem, modem_id)
             if modem is not None and (modem.online != st.online or not st.online):
                 # A dead worker cannot write its own offline state; its will can.
@@ -547,12 +505,6 @@ class EventConsumer:
             queued = 0
             if prev_online != st.online:
                 queued = webhooks.enqueue_modem_event(session, modem_id, st, data)
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
-        finally:
-            session.close()
         if queued:
             self.on_deliveries()
         if not st.online:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 from smsgw_common.settings import (
     CommonSettings,
@@ -20,9 +21,54 @@ from smsgw_common.settings import (
     env_str,
 )
 
-__all__ = ["ApiSettings", "SettingsError"]
+__all__ = ["ApiSettings", "PipelineSettings", "SettingsError"]
 
 JWT_MIN_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The events leader's work: election, sweeper, webhooks, opt-outs (realtime.py)."""
+
+    background: str = "auto"  # auto | on | off: run the leader election in this process
+    leader_ttl: float = 10.0
+    transports: tuple[str, ...] = ("websocket",)
+    report_timeout: timedelta = timedelta(hours=48)
+    sweep_interval: float = 5.0
+    webhook_allow_private: bool = True
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_base: float = 10.0
+    webhook_backoff_max: float = 3600.0
+    webhook_concurrency: int = 8
+    webhook_poll_interval: float = 1.0
+    optout_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+    optin_keywords: tuple[str, ...] = ("START", "UNSTOP")
+
+    @classmethod
+    def from_env(cls, environ=None) -> "PipelineSettings":
+        environ = os.environ if environ is None else environ
+        background = env_str("PIPELINE_BACKGROUND", "auto", environ).lower()
+        if background not in {"auto", "on", "off", "1", "0", "true", "false"}:
+            raise SettingsError("PIPELINE_BACKGROUND must be auto, on or off")
+        background = {"1": "on", "true": "on", "0": "off", "false": "off"}.get(background, background)
+        return cls(
+            background=background,
+            leader_ttl=env_float("LEADER_TTL_SECONDS", 10.0, environ),
+            transports=tuple(env_list("SOCKETIO_TRANSPORTS", "websocket", environ)),
+            report_timeout=timedelta(seconds=env_float("REPORT_TIMEOUT", 48 * 3600, environ)),
+            sweep_interval=env_float("SWEEP_INTERVAL_SECONDS", 5.0, environ),
+            webhook_allow_private=env_bool("WEBHOOK_ALLOW_PRIVATE", True, environ),
+            webhook_timeout=env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, environ),
+            webhook_max_attempts=env_int("WEBHOOK_MAX_ATTEMPTS", 8, environ),
+            webhook_backoff_base=env_float("WEBHOOK_BACKOFF_SECONDS", 10.0, environ),
+            webhook_backoff_max=env_float("WEBHOOK_BACKOFF_MAX_SECONDS", 3600.0, environ),
+            webhook_concurrency=env_int("WEBHOOK_CONCURRENCY", 8, environ),
+            webhook_poll_interval=env_float("WEBHOOK_POLL_SECONDS", 1.0, environ),
+            optout_keywords=tuple(k.upper() for k in env_list(
+                "OPTOUT_KEYWORDS", "STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT", environ)),
+            optin_keywords=tuple(k.upper() for k in env_list("OPTIN_KEYWORDS", "START,UNSTOP", environ)),
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +93,7 @@ class ApiSettings:
     api_key_touch_seconds: int = 60  # how often last_used_at is written
     auth_cache_seconds: float = 2.0  # how long a worker trusts a key/user lookup
     trust_proxy: bool = False  # take the client ip from X-Forwarded-For (nginx)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -79,6 +126,7 @@ class ApiSettings:
             api_key_touch_seconds=env_int("API_KEY_TOUCH_SECONDS", 60, environ),
             auth_cache_seconds=env_float("AUTH_CACHE_SECONDS", 2.0, environ),
             trust_proxy=env_bool("TRUST_PROXY", False, environ),
+            pipeline=PipelineSettings.from_env(environ),
         )
         settings.validate()
         return settings

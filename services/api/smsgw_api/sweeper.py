@@ -22,20 +22,21 @@ new modem.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 
 from flask import Flask
 from sqlalchemy import func, select, text
 
 from smsgw_common import queue as q
+from smsgw_common.db import session_scope
 from smsgw_common.models import (
     EXPIRED, FAILED, QUEUED, SENDING, SENT, Message, Modem, SimCard, utcnow,
 )
 from smsgw_common.schemas import MessageEventPayload, OutboxWakeup
 
 from .extensions import bus, db
-from .realtime import pipeline_settings
+from .realtime import WakeableLoop, pipeline_settings
+from .routing import Sim, Usage, has_capacity, usage_of
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,13 @@ SOURCE = "sweeper"
 BATCH = 500
 
 
-class Sweeper:
+class Sweeper(WakeableLoop):
+    thread_name = "sweeper"
+
     def __init__(self, app: Flask):
+        super().__init__()
         self.app = app
         self.settings = pipeline_settings(app)
-        self.stopping = threading.Event()
-        self._wake = threading.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        threading.Thread(target=self.run, name="sweeper", daemon=True).start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self._wake.set()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -109,8 +101,6 @@ def _unavailable_sims(session, sims: list[tuple[SimCard, bool | None]]) -> dict[
 def _targets(session, sims: list[tuple[SimCard, bool | None]], unavailable: dict[int, str]):
     """SIMs that can take rerouted work, with the routing's own view of their
     load and usage (queued segments count, as when routing a new message)."""
-    from .routing import Sim, usage_of
-
     ready = [(sim, bool(online)) for sim, online in sims
              if sim.id not in unavailable and sim.status == "active" and online]
     conn = session.connection()
@@ -135,8 +125,6 @@ def _targets(session, sims: list[tuple[SimCard, bool | None]], unavailable: dict
 
 def _pick(targets: list[dict], segments: int):
     """Least loaded target with capacity for `segments`; counts the choice."""
-    from .routing import Usage, has_capacity
-
     fitting = [t for t in targets if has_capacity(t["routing"], t["usage"] or Usage(), segments)]
     if not fitting:
         return None
@@ -169,8 +157,6 @@ def _rebalance(session, sims, unavailable: dict[int, str], now: datetime, events
     if max(load.values()) - min(load.values()) <= 1:
         return 0
     targets = {t["sim"].id: t for t in _targets(session, sims, unavailable)}
-    from .routing import Usage, has_capacity
-
     movable: dict[int, list[Message]] = {}
     moved = 0
     for _ in range(BATCH):
@@ -221,8 +207,7 @@ def sweep_once(app: Flask, now: datetime | None = None) -> dict:
     events: list[Message] = []
     wakeups: list[tuple[str, int]] = []
     counts = {"requeued": 0, "unknown": 0, "expired": 0, "rerouted": 0, "failed": 0, "rebalanced": 0}
-    session = db.new_session(app)
-    try:
+    with session_scope(db.state(app).sessionmaker) as session:
         # 1. leases
         lapsed = session.scalars(
             select(Message.id).where(Message.status == SENDING, Message.lease_until < now).limit(BATCH)
@@ -288,12 +273,6 @@ def sweep_once(app: Flask, now: datetime | None = None) -> dict:
                 counts["rerouted"] += 1
         # 4. keep every modem busy: even out the queues of the SIMs that can send
         counts["rebalanced"] = _rebalance(session, sims, unavailable, now, events, wakeups)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
     _publish(app, events, wakeups, now)
     if any(counts.values()):
@@ -316,11 +295,3 @@ def _publish(app: Flask, events: list[Message], wakeups: list[tuple[str, int]], 
     # One wake-up per modem is enough: a woken worker claims all it can.
     for modem_id, message_id in dict(reversed(wakeups)).items():
         client.publish(topics.outbox(modem_id), OutboxWakeup(message_id=message_id).to_json(), qos=1)
-
-
-def init_app(app: Flask) -> None:
-    # Nothing to bind: the sweeper runs inside the events leader (realtime.py).
-    return None
-
-
-

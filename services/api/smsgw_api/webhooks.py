@@ -27,10 +27,11 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import requests
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
+from smsgw_common.db import session_scope
 from smsgw_common.models import (
     DELIVERED, EXPIRED, FAILED, RECEIVED, SENT, User, Webhook, WebhookDelivery, utcnow,
 )
@@ -38,7 +39,7 @@ from smsgw_common.models import (
 from .errors import NotFound, ValidationError
 from .extensions import db
 from .openapi import PAGINATION_PARAMS, json_body as body_spec, query, register
-from .realtime import pipeline_settings
+from .realtime import WakeableLoop, pipeline_settings
 from .security import current_principal, require_role
 from .web import Page, audit, iso, json_body
 
@@ -210,26 +211,16 @@ _CLAIM = text(
 )
 
 
-class Dispatcher:
+class Dispatcher(WakeableLoop):
+    thread_name = "webhook-dispatcher"
+
     def __init__(self, app: Flask):
+        super().__init__()
         self.app = app
         self.settings = pipeline_settings(app)
-        self.stopping = threading.Event()
-        self._wake = threading.Event()
-        self._slots = threading.BoundedSemaphore(self.settings.webhook_concurrency)
         self._free = self.settings.webhook_concurrency
         self._lock = threading.Lock()
         self.http = requests.Session()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        threading.Thread(target=self.run, name="webhook-dispatcher", daemon=True).start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self._wake.set()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -246,14 +237,10 @@ class Dispatcher:
                 self._wake.clear()
 
     def _dispatch_due(self, limit: int) -> int:
-        session = db.new_session(self.app)
-        try:
+        with session_scope(db.state(self.app).sessionmaker) as session:
             rows = session.execute(
                 _CLAIM, {"n": limit, "lease": self.settings.webhook_timeout + 30}
             ).mappings().all()
-            session.commit()
-        finally:
-            session.close()
         for row in rows:
             with self._lock:
                 self._free -= 1
@@ -305,8 +292,7 @@ class Dispatcher:
         s = self.settings
         attempts = row["attempts"] + 1
         now = utcnow()
-        session = db.new_session(self.app)
-        try:
+        with session_scope(db.state(self.app).sessionmaker) as session:
             delivery = session.get(WebhookDelivery, row["id"], with_for_update=True)
             hook = session.get(Webhook, row["hook_id"], with_for_update=True)
             if delivery is None or hook is None:
@@ -327,9 +313,6 @@ class Dispatcher:
                 else:
                     delay = backoff_seconds(attempts, s.webhook_backoff_base, s.webhook_backoff_max)
                     delivery.next_attempt_at = now + timedelta(seconds=delay)
-            session.commit()
-        finally:
-            session.close()
 
 
 # --- Routes ---------------------------------------------------------------------
@@ -389,7 +372,7 @@ def list_webhooks():
 def create_webhook():
     me = current_principal()
     data = json_body()
-    s = pipeline_settings(_app())
+    s = pipeline_settings(current_app)
     fields = {}
     url = data.get("url")
     reason = check_url(url, s.webhook_allow_private, resolve=False)
@@ -449,8 +432,6 @@ def test_webhook(hook_id: int):
 @bp.get("/api/webhooks/<int:hook_id>/deliveries")
 @require_role("user")
 def list_deliveries(hook_id: int):
-    from flask import request
-
     hook = _visible_hook(hook_id)
     page = Page()
     q = select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook.id)
@@ -470,12 +451,6 @@ def list_deliveries(hook_id: int):
     rows = db.session.scalars(q.order_by(WebhookDelivery.id.desc()).limit(page.per_page + 1)).all()
     items = [delivery_json(d) for d in rows]
     return jsonify({"deliveries": items[: page.per_page], "pagination": page.meta(items, total)})
-
-
-def _app():
-    from flask import current_app
-
-    return current_app._get_current_object()
 
 
 _HOOK_SCHEMA = {
