@@ -28,6 +28,7 @@ import queue
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 
 from flask import Flask, request
 from flask_socketio import SocketIO, join_room
@@ -182,7 +183,7 @@ def _should_run_background(app: Flask, settings: PipelineSettings) -> bool:
 # --- Background services (leader only) --------------------------------------
 
 
-class WakeableLoop:
+class WakeableLoop(ABC):
     """A daemon thread running `run()`; `wake()` cuts its current wait short."""
 
     thread_name = "background"
@@ -201,8 +202,8 @@ class WakeableLoop:
         self.stopping.set()
         self._wake.set()
 
-    def run(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def run(self) -> None: ...
 
 
 # --- Leader election -------------------------------------------------------
