@@ -21,7 +21,7 @@ add_user() {  # add_user NAME PASSWORD_VARIABLE
     echo "mosquitto: $2 is not set; run scripts/setup-secrets.sh" >&2
     exit 2
   fi
-  mosquitto_passwd -b "$auth/passwd.new" "$1" "$password"
+  printf '%s:%s\n' "$1" "$password" >>"$auth/passwd.new"
 }
 
 add_user "${MQTT_API_USERNAME:-api}" MQTT_API_PASSWORD
@@ -31,7 +31,10 @@ add_user "${MQTT_STATS_COLLECTOR_USERNAME:-stats-collector}" MQTT_STATS_COLLECTO
 # readable only inside this container.
 health_password="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 printf '%s' "$health_password" >"$auth/healthcheck.password"
-mosquitto_passwd -b "$auth/passwd.new" healthcheck "$health_password"
+printf 'healthcheck:%s\n' "$health_password" >>"$auth/passwd.new"
+# Hash the plain "user:password" lines in place: passwords never appear on a
+# command line, where any process on the host could read them.
+mosquitto_passwd -U "$auth/passwd.new"
 
 p="$prefix"
 cat >"$auth/acl.new" <<ACL

@@ -31,9 +31,18 @@ if [ ${#writers[@]} -gt 0 ]; then
   docker compose stop "${writers[@]}"
 fi
 
+# The whole schema is replaced, not only the objects the dump names: tables a
+# newer migration added would otherwise survive beside an older alembic_version.
+# The dump becomes SQL first, so a damaged archive fails before anything is
+# dropped; then drop, recreate and restore are one transaction.
 status=0
-docker compose exec -T postgres sh -c \
-  'exec pg_restore -U "$POSTGRES_USER" -d "$POSTGRES_DB" --clean --if-exists --no-owner --single-transaction --exit-on-error' \
+docker compose exec -T postgres sh -c '
+  set -e
+  sql=$(mktemp)
+  trap "rm -f \"$sql\"" EXIT
+  pg_restore --no-owner -f "$sql"
+  { echo "SET client_min_messages = warning; DROP SCHEMA public CASCADE; CREATE SCHEMA public;"; cat "$sql"; } |
+    psql -X -q -v ON_ERROR_STOP=1 --single-transaction -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f - >/dev/null' \
   <"$file" || status=$?
 
 if [ ${#writers[@]} -gt 0 ]; then

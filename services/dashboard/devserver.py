@@ -25,7 +25,8 @@ STATIC = HERE / "static"
 NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 MIME_TYPES = "/etc/nginx/mime.types"
 
-VARIABLES = ("API_UPSTREAM", "DASHBOARD_LISTEN", "DASHBOARD_HTTP_LISTEN", "DASHBOARD_ROOT", "TLS_CERT", "TLS_KEY")
+VARIABLES = ("API_UPSTREAM", "DASHBOARD_LISTEN", "DASHBOARD_HTTP_LISTEN", "DASHBOARD_PUBLIC_HTTPS_PORT",
+             "DASHBOARD_ROOT", "TLS_CERT", "TLS_KEY")
 
 
 def render(values: dict[str, str], template: str | None = None) -> str:
@@ -104,6 +105,7 @@ class NginxProcess:
             "API_UPSTREAM": self.api,
             "DASHBOARD_LISTEN": f"127.0.0.1:{self.port}",
             "DASHBOARD_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+            "DASHBOARD_PUBLIC_HTTPS_PORT": "443",
             "DASHBOARD_ROOT": str(self.root),
             "TLS_CERT": cert,
             "TLS_KEY": key,

@@ -20,6 +20,11 @@ def run_script(stack, *args: str, **extra_env: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=300)
 
 
+def psql(stack, sql: str) -> str:
+    out = stack.exec("postgres", "sh", "-c", 'exec psql -XAtq -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$0"', sql)
+    return out.stdout.strip()
+
+
 def send(api, text: str) -> int:
     resp = api.post(f"{api.base}/api/sms", json={"recipient": "+4915112340000", "message": text}, timeout=10)
     assert resp.status_code == 201, resp.text
@@ -37,6 +42,9 @@ def test_it_restores_a_backup_and_forgets_what_came_after_it(stack, api, tmp_pat
     assert len(dumps) == 1 and dumps[0].stat().st_size > 0
 
     after = send(api, f"after the backup {uuid.uuid4().hex[:8]}")
+    # What a later migration would add, tied to an existing table: the restore
+    # must take the database back to the dump's schema, not keep it alongside.
+    psql(stack, "CREATE TABLE added_after_backup (message_id integer REFERENCES messages(id))")
 
     restore = run_script(stack, "restore.sh", str(dumps[0]), "--yes")
     assert restore.returncode == 0, restore.stdout + restore.stderr
@@ -51,6 +59,7 @@ def test_it_restores_a_backup_and_forgets_what_came_after_it(stack, api, tmp_pat
     assert message(api, before)["status"] == "delivered"
     gone = api.get(f"{api.base}/api/sms/{after}", timeout=10)
     assert gone.status_code == 404
+    assert psql(stack, "SELECT to_regclass('public.added_after_backup') IS NULL") == "t"
     wait_for(lambda: len(online_sims(api)) >= 2, 120, what="both demo SIMs online after the restore")
 
 

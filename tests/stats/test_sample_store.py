@@ -111,7 +111,16 @@ def test_merge_keeps_the_last_value_of_strings_and_counters():
     merged = merge([({"disk": {"path": "/a", "total": 10, "percent": 10.0}, "flag": True}, 1),
                     ({"disk": {"path": "/b", "total": 12, "percent": 20.0}, "flag": False}, 1)])
     assert merged["disk"] == {"path": "/b", "total": 12, "percent": 15.0}
-    assert merged["flag"] is False
+    assert merged["flag"] == 0.5  # the share of the time it was true
+
+
+def test_merge_turns_a_modems_online_flag_into_its_uptime_ratio():
+    raw = [({"modems": {"m1": {"online": online}}}, 1) for online in (True, False, True, True)]
+    five_minutes = merge(raw)
+    assert five_minutes["modems"]["m1"]["online"] == 0.75
+    # A second roll-up (5-minute rows into an hour) weighs the ratios by their samples.
+    hour = merge([(five_minutes, 4), ({"modems": {"m1": {"online": False}}}, 4)])
+    assert hour["modems"]["m1"]["online"] == 0.375
 
 
 def test_merge_averages_components_that_come_and_go():

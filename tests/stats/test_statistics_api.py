@@ -213,3 +213,15 @@ def test_repeated_requests_within_the_cache_time_share_one_answer(service_env, v
     assert get(client, vera_key).get_json()["messages"]["total_messages"] == first["messages"]["total_messages"]
     # Another window or zone is another answer.
     assert get(client, vera_key, tz="Europe/Berlin").get_json()["messages"]["total_messages"] == 14
+
+
+def test_a_rolled_up_row_gives_the_share_of_time_a_modem_was_online(client, vera_key, known_set):
+    hour = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+    with Session(known_set) as s:
+        # What the collector's hourly roll-up writes: merge() turned `online` into a ratio.
+        s.add(StatSample(source="host", ts=hour, resolution=3600,
+                         data={"modems": {"usb0": {"online": 0.75, "signal_dbm": -71.0}}}))
+        s.commit()
+
+    series = get(client, vera_key, window="7d").get_json()["series"]
+    assert {"ts": hour.isoformat(), "signal_dbm": -71.0, "online_ratio": 0.75} in series["modems"]["usb0"]

@@ -293,7 +293,10 @@ def _modem_series(now: datetime, zone, seconds: int, step: int) -> dict[str, lis
             SELECT to_timestamp(floor(extract(epoch FROM s.ts) / :step) * :step) AS bucket, s.resolution,
                    m.key AS modem,
                    avg((m.value->>'signal_dbm')::float8) AS signal,
-                   avg(CASE WHEN (m.value->>'online')::boolean THEN 1.0 ELSE 0.0 END) AS online
+                   -- raw samples hold a boolean, rolled-up ones the share of time online
+                   avg(CASE jsonb_typeof(m.value->'online')
+                         WHEN 'boolean' THEN CASE WHEN (m.value->>'online')::boolean THEN 1.0 ELSE 0.0 END
+                         WHEN 'number' THEN (m.value->>'online')::float8 END) AS online
             FROM stat_samples s,
                  jsonb_each(CASE WHEN jsonb_typeof(s.data->'modems') = 'object'
                                  THEN s.data->'modems' ELSE '{}'::jsonb END) m

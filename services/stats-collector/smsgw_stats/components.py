@@ -62,8 +62,9 @@ class ComponentTracker:
         report = parse_report(payload)
         if report is None:
             return
-        # The topic names the publisher (the broker's ACL vouches for it); a
-        # payload claiming another source cannot overwrite that one's figures.
+        # The topic names the publisher; a payload claiming another source
+        # cannot overwrite that one's figures. (The ACL lets only the stack's
+        # own service users write stats/+, not any one source's topic.)
         source = topic.rsplit("/", 1)[-1]
         with self._lock:
             self._latest[source] = (self.clock(), report)

@@ -47,10 +47,11 @@ def _is_number(value) -> bool:
 
 
 def merge(samples: list[tuple[dict, float]]) -> dict:
-    """Weighted mean of the numeric leaves of (data, weight) pairs; keys in
-    LAST_KEYS and non-numbers take the last value; lists of equal length are
-    averaged element by element. A key missing from some samples is averaged
-    over the samples that have it."""
+    """Weighted mean of the numeric leaves of (data, weight) pairs; a boolean
+    becomes the share of the time it was true (a modem's `online` turns into
+    its uptime ratio); keys in LAST_KEYS and other non-numbers take the last
+    value; lists of equal length are averaged element by element. A key
+    missing from some samples is averaged over the samples that have it."""
     out: dict = {}
     keys: dict = {}
     for data, _ in samples:
@@ -70,10 +71,11 @@ def merge(samples: list[tuple[dict, float]]) -> dict:
                 out[key] = [round(sum(v[i] * w for v, w in same) / total, 2) for i in range(len(last))]
             else:
                 out[key] = last
-        elif key in LAST_KEYS or not _is_number(last):
+        elif key in LAST_KEYS or not (_is_number(last) or isinstance(last, bool)):
             out[key] = last
         else:
-            numbers = [(v, w) for v, w in present if _is_number(v)]
+            # A ratio already merged once (a float) averages on with the booleans.
+            numbers = [(float(v), w) for v, w in present if _is_number(v) or isinstance(v, bool)]
             total = sum(w for _, w in numbers)
             out[key] = round(sum(v * w for v, w in numbers) / total, 3)
     return out
