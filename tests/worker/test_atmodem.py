@@ -10,8 +10,8 @@ from smsgw_worker import pdu
 from smsgw_worker.atmodem import ATModem, csq_to_dbm, decode_ussd_text
 from smsgw_worker.emulator import Emulator
 from smsgw_worker.errors import (
-    PERMANENT, SIM_PROBLEM, TRANSIENT, CmeError, CmsError, ModemTimeout, NotSupported, SimProblem,
-    classify_send_error,
+    PERMANENT, SIM_PROBLEM, TRANSIENT, CmeError, CmsError, CommandError, ModemTimeout, NotSupported, SimProblem,
+    SubmitUnconfirmed, classify_send_error,
 )
 
 from .scripted_modem import ScriptedModem
@@ -163,6 +163,22 @@ def test_a_cms_error_on_send_carries_the_code(scripted):
     with pytest.raises(CmsError) as err:
         modem.send_pdu("0011", 7)
     assert (err.value.code, err.value.text) == (38, "network out of order")
+
+
+@pytest.mark.parametrize("answer", [b"\r\nOK\r\n", b"\r\nERROR\r\n", b"\r\n+CMGS: x\r\nOK\r\n",
+                                    b"\r\nCOMMAND NOT SUPPORT\r\n"])
+def test_a_send_answered_without_a_reference_after_the_pdu_may_have_left(scripted, answer):
+    _, modem = scripted({"AT+CMGS=*": b"\r\n> ", "PDU:*": answer})
+    with pytest.raises(SubmitUnconfirmed) as err:
+        modem.send_pdu("0011", 7)
+    assert err.value.submitted is True
+    assert not isinstance(err.value, CommandError)  # never taken for a refusal that is safe to retry
+
+
+def test_a_plain_error_before_the_prompt_is_a_refusal(scripted):
+    _, modem = scripted({"AT+CMGS=*": b"\r\nERROR\r\n"})
+    with pytest.raises(CommandError):
+        modem.send_pdu("0011", 7)
 
 
 def test_ussd_replies_in_ucs2_hex_are_decoded(scripted):

@@ -150,6 +150,22 @@ def test_failed_sends_return_the_chosen_cms_code_then_recover(at, emulator):
     assert len(emulator.sent) == 1
 
 
+def test_a_failure_can_wait_for_sends_that_go_through_first(at, emulator):
+    emulator.fail_next_sends(1, cms_code=500, after=1)
+    replies = [send(at, "+15550001111", "x")[0] for _ in range(3)]
+    assert [r[-1] for r in replies] == ["OK", "+CMS ERROR: 500", "OK"]
+    assert len(emulator.sent) == 2
+
+
+def test_a_send_can_leave_without_its_reference_reaching_the_te(at, emulator):
+    emulator.lose_next_references(2, "OK")
+    emulator.lose_next_references(1, "ERROR")
+    replies = [send(at, "+15550001111", "x")[0] for _ in range(4)]
+    assert [r for r in replies[:3]] == [["OK"], ["OK"], ["ERROR"]]
+    assert replies[3][-1] == "OK" and replies[3][0].startswith("+CMGS:")
+    assert len(emulator.sent) == 4  # every one of them left
+
+
 def test_send_latency_delays_the_answer_and_urcs_can_come_in_between(at, emulator):
     emulator.set_send_latency(0.4)
     [part] = encode_submit("+15550001111", "slow")

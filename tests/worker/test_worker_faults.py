@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from sqlalchemy import select
 
 from smsgw_common.models import MessageEvent, Modem
@@ -57,6 +59,25 @@ def test_a_permanent_cms_error_fails_the_message_with_the_modem_code_and_text(ri
     assert msg.attempts == 1
     # The worker goes on: the next message leaves normally.
     r.wait_state(r.queue_sms("next one"), "sent", timeout=10)
+
+
+@pytest.mark.parametrize("final", ["OK", "ERROR"])
+def test_a_send_answered_without_a_reference_is_unknown_and_never_resent(rig, final):
+    # The SMS left, but the modem's answer after the PDU carries no +CMGS
+    # (and no +CMS/+CME error): resending it could deliver it twice.
+    r = rig()
+    r.start_worker()
+    r.emulator.lose_next_references(1, final)
+    mid = r.queue_sms("did it leave?")
+    msg = r.wait_state(mid, "unknown", timeout=10)
+    assert "without a message reference" in msg.error_text
+    assert [e.state for e in _events(r, mid)] == ["sending", "unknown"]
+    assert [p.status for p in r.parts(mid)] == ["submitting"]
+    # The modem answers, so the worker goes on at once; the message stays unknown.
+    r.wait_state(r.queue_sms("next one"), "sent", timeout=10)
+    time.sleep(1.0)  # several claim rounds
+    assert len(r.emulator.sent) == 2
+    assert r.message(mid).status == "unknown"
 
 
 def test_a_hung_modem_is_reset_and_the_worker_resumes_when_it_answers_again(rig, caplog):

@@ -1,6 +1,7 @@
 """Inbound SMS: stored, direct, concatenated out of order, across a restart."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from sqlalchemy import select
@@ -40,8 +41,7 @@ def test_it_assembles_a_multipart_sms_arriving_out_of_order(rig):
     msgs = wait_for(lambda: r.inbound(), 10)
     assert len(msgs) == 1
     assert msgs[0].message == LONG and msgs[0].segments == 3
-    with r.Session() as s:
-        assert s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id)).all() == []
+    assert _parts(r) == 0  # nothing left waiting; the completed parts stay only as markers
 
 
 def test_parts_persisted_before_a_restart_complete_after_it(rig):
@@ -83,8 +83,17 @@ def test_it_acknowledges_directly_delivered_sms(rig):
 
 
 def _parts(r: Rig) -> int:
+    """Parts waiting for the rest of their message."""
     with r.Session() as s:
-        return len(s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id)).all())
+        return len(s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id,
+                                                       InboundPart.total > 0)).all())
+
+
+def _markers(r: Rig) -> int:
+    """Parts of completed messages, kept to recognise a repeat."""
+    with r.Session() as s:
+        return len(s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id,
+                                                       InboundPart.total < 0)).all())
 
 
 def test_a_multipart_sms_missing_a_part_is_delivered_with_the_gap_marked_after_a_while(rig):
@@ -100,3 +109,55 @@ def test_a_multipart_sms_missing_a_part_is_delivered_with_the_gap_marked_after_a
     assert msgs[0].message.count("[part 2 of 3 missing]") == 1
     assert msgs[0].message.startswith(LONG[:100])
     assert _parts(r) == 0
+
+
+def test_a_repeated_part_of_a_completed_multipart_sms_is_dropped_and_deleted_from_the_sim(rig):
+    # The last part arrives again after the message was assembled (AT+CMGD failed
+    # after the commit, a crash in between, an SMSC resend): it must not turn
+    # into a second, "[part 1 of 3 missing]..." message once the part timeout passes.
+    r = rig(inbound_part_timeout=1.0, sweep_interval=0.3)
+    r.start_worker()
+    from smsgw_worker import pdu
+
+    when = datetime(2026, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
+    pdus = pdu.encode_deliver("+15550002468", LONG, scts=when, concat_ref=44, smsc="+15550000000")
+    for p in pdus:
+        r.emulator.inject_pdu(p)
+    msgs = wait_for(lambda: r.inbound(), 10)
+    assert [m.message for m in msgs] == [LONG]
+    wait_for(lambda: r.emulator.stored_messages() == [], 5)
+    r.emulator.inject_pdu(pdus[2])
+    r.emulator.inject_pdu(pdus[0])
+    wait_for(lambda: r.emulator.stored_messages() == [], 5)  # read, recognised, deleted
+    time.sleep(2.0)  # well past inbound_part_timeout, several sweeps
+    assert [m.message for m in r.inbound()] == [LONG]
+    assert _parts(r) == 0
+
+
+def test_a_new_multipart_sms_reusing_a_reference_is_still_assembled(rig):
+    r = rig(inbound_part_timeout=1.0, sweep_interval=0.3)
+    r.start_worker()
+    from smsgw_worker import pdu
+
+    first = datetime(2026, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
+    later = datetime(2026, 4, 5, 9, 0, 0, tzinfo=timezone.utc)
+    other = "P" + LONG[1:]
+    for p in pdu.encode_deliver("+15550002469", LONG, scts=first, concat_ref=45, smsc="+15550000000"):
+        r.emulator.inject_pdu(p)
+    wait_for(lambda: len(r.inbound()) == 1, 10)
+    # Same sender, reference and part count, parts 2 and 3 even carry the same
+    # text: but a new SMSC timestamp, so a new message.
+    for p in pdu.encode_deliver("+15550002469", other, scts=later, concat_ref=45, smsc="+15550000000"):
+        r.emulator.inject_pdu(p)
+    msgs = wait_for(lambda: len(r.inbound()) == 2 and r.inbound(), 10)
+    assert [m.message for m in msgs] == [LONG, other]
+    assert _parts(r) == 0 and _markers(r) == 3  # the older message's markers gave way
+
+
+def test_markers_of_completed_messages_are_pruned_after_the_duplicate_window(rig):
+    r = rig(sweep_interval=0.3, inbound_duplicate_window=1.0)
+    r.start_worker()
+    r.emulator.inject_sms("+15550002470", LONG, concat_ref=46)
+    wait_for(lambda: r.inbound(), 10)
+    assert _markers(r) == 3
+    wait_for(lambda: _markers(r) == 0, 10)

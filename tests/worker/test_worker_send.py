@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 from .worker_harness import wait_for
 
-from smsgw_common.models import Message, MessageEvent, Modem, SimCard
+from smsgw_common.models import Message, MessageEvent, MessagePart, Modem, SimCard, utcnow
 from smsgw_worker import pdu
 from smsgw_worker.atmodem import ModemEvent
 
@@ -164,3 +164,89 @@ def test_a_daily_limit_counts_segments_not_messages(rig):
     time.sleep(1.0)
     assert len(r.emulator.sent) == 4
     assert [r.message(i).status for i in ids].count("queued") == 1
+
+
+def _report(w, reference: int, recipient: str, status: int = 0) -> None:
+    """Hand the worker a +CDS status report, as the modem would."""
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    report = pdu.encode_status_report(reference, recipient, status, when, when, smsc="+15550000000")
+    w.events.put(("modem", ModemEvent("report", "+CDS: 25", pdu=report), w._generation))
+
+
+def _sent_message(r, recipient: str, parts: list[tuple], status: str = "sent") -> int:
+    """An outbound message already handed to the modem: parts are
+    (reference, part status, sent_at, report_status)."""
+    with r.Session.begin() as s:
+        msg = Message(direction="outbound", sender=r.number, recipient=recipient, message="earlier",
+                      status=status, sim_card_id=r.sim_card_id, sender_sim=r.number, segments=len(parts),
+                      queued_at=utcnow(), sent_at=utcnow())
+        s.add(msg)
+        s.flush()
+        for seq, (reference, part_status, sent_at, report_status) in enumerate(parts, 1):
+            s.add(MessagePart(message_id=msg.id, seq=seq, sim_card_id=r.sim_card_id, reference=reference,
+                              status=part_status, sent_at=sent_at, report_status=report_status))
+        return msg.id
+
+
+def test_a_report_goes_to_the_latest_submission_with_its_reference_not_the_newest_row(rig):
+    # The older row was re-sent after a transient error and got reference 5
+    # again, after the newer row had used it: the report is the re-sent part's.
+    r = rig(emulator_kw={"report_delay": 600})
+    w = r.start_worker()
+    now = utcnow()
+    resent = _sent_message(r, "+15550001111", [(5, "sent", now, None)])
+    earlier = _sent_message(r, "+15550001111", [(5, "sent", now - timedelta(minutes=10), None)])
+    _report(w, 5, "+15550001111")
+    r.wait_state(resent, "delivered")
+    assert r.message(earlier).status == "sent"
+
+
+def test_a_report_prefers_the_part_sent_to_its_recipient(rig):
+    r = rig(emulator_kw={"report_delay": 600})
+    w = r.start_worker()
+    now = utcnow()
+    to_alice = _sent_message(r, "+44 7700 900123", [(9, "sent", now - timedelta(minutes=5), None)])
+    to_bob = _sent_message(r, "+15550004444", [(9, "sent", now, None)])
+    _report(w, 9, "07700900123")  # the same number in national format
+    r.wait_state(to_alice, "delivered")
+    assert r.message(to_bob).status == "sent"
+    _report(w, 9, "+15550004444")
+    r.wait_state(to_bob, "delivered")
+
+
+def test_a_failure_report_for_a_part_that_left_before_a_retry_fails_the_message(rig):
+    # Part 1 leaves, part 2 is refused (transient): while the message waits in
+    # the queue, part 1's failure report arrives. It must not be lost.
+    r = rig(emulator_kw={"report_delay": 600}, retry_base=1.0, retry_max=1.0)
+    w = r.start_worker()
+    r.emulator.fail_next_sends(1, 500, after=1)
+    mid = r.queue_sms("y" * 300)  # two segments
+    wait_for(lambda: r.message(mid).status == "queued" and len(r.emulator.sent) == 1, 10)
+    first = r.parts(mid)[0]
+    assert (first.seq, first.status) == (1, "sent")
+    _report(w, first.reference, "+15550001111", 0x41)
+    msg = r.wait_state(mid, "failed")
+    assert msg.error_code == 0x41 and "incompatible destination" in msg.error_text
+    time.sleep(1.5)  # past the retry time: the rest is not sent
+    assert len(r.emulator.sent) == 1
+    assert r.message(mid).status == "failed"
+
+
+def test_a_resumed_message_with_a_part_reported_failed_is_failed_not_resent(rig):
+    r = rig(emulator_kw={"report_delay": 600})
+    mid = _sent_message(r, "+15550001111", [(3, "failed", utcnow(), 0x46), (None, "failed", None, None)],
+                        status="queued")
+    r.start_worker()
+    msg = r.wait_state(mid, "failed")
+    assert msg.error_code == 0x46 and "validity period expired" in msg.error_text
+    assert r.emulator.sent == []
+
+
+def test_a_delivered_part_does_not_hide_another_parts_failure_report(rig):
+    r = rig(emulator_kw={"report_delay": 600})
+    w = r.start_worker()
+    mid = _sent_message(r, "+15550001111", [(11, "failed", utcnow(), 0x41), (12, "sent", utcnow(), None)],
+                        status="unknown")
+    _report(w, 12, "+15550001111", 0)
+    msg = r.wait_state(mid, "failed")
+    assert msg.error_code == 0x41 and "incompatible destination" in msg.error_text

@@ -16,6 +16,7 @@ from typing import Callable
 
 from .errors import (
     CmeError, CmsError, CommandError, ModemError, ModemTimeout, NotSupported, PortGone, SimProblem,
+    SubmitUnconfirmed,
 )
 from .serial_link import SerialLink, line_head
 
@@ -310,15 +311,20 @@ class ATModem:
 
     # -- SMS ---------------------------------------------------------------
     def send_pdu(self, pdu_hex: str, tpdu_length: int) -> int:
-        """Submit one segment; returns its message reference (TP-MR)."""
-        lines = self.link.command_with_data(f"AT+CMGS={tpdu_length}", pdu_hex, self.send_timeout)
+        """Submit one segment; returns its message reference (TP-MR).
+
+        Once the PDU is written, any answer but `+CMGS: <mr>` or a +CMS/+CME
+        error raises SubmitUnconfirmed (or ModemTimeout with submitted=True):
+        the SMS may have left and must not be resent."""
+        command = f"AT+CMGS={tpdu_length}"
+        lines = self.link.command_with_data(command, pdu_hex, self.send_timeout)
         for line in lines:
             if line.startswith("+CMGS:"):
                 try:
                     return int(_csv(_strip_head(line))[0])
                 except (ValueError, IndexError):
-                    break
-        raise CommandError(f"AT+CMGS={tpdu_length}", "OK without +CMGS: <mr>")
+                    raise SubmitUnconfirmed(command, line) from None
+        raise SubmitUnconfirmed(command, "OK without +CMGS: <mr>")
 
     def _parse_listing(self, lines: list[str], head: str, index: int | None = None) -> list[StoredMessage]:
         out: list[StoredMessage] = []
@@ -468,5 +474,5 @@ class ATModem:
 __all__ = [
     "ATModem", "Identity", "StoredMessage", "ModemEvent", "csq_to_dbm", "decode_ussd_text",
     "ModemError", "ModemTimeout", "PortGone", "CmsError", "CmeError", "CommandError", "NotSupported",
-    "SimProblem",
+    "SimProblem", "SubmitUnconfirmed",
 ]

@@ -99,6 +99,19 @@ class ModemTimeout(ModemError):
         super().__init__(f"no answer to {command!r} within {timeout:g}s")
 
 
+class SubmitUnconfirmed(ModemError):
+    """The PDU and Ctrl-Z were written and the modem answered without a
+    `+CMGS: <mr>` and without a +CMS/+CME error (a bare OK or ERROR, an
+    unparsable reference): the SMS may have left, so, as after a timeout,
+    the caller records it `unknown` and never resends it."""
+
+    submitted = True
+
+    def __init__(self, command: str, line: str):
+        self.command, self.line = command, line
+        super().__init__(f"{command!r} answered {line!r} after the PDU, without a message reference")
+
+
 class CommandError(ModemError):
     """A plain ERROR (or a vendor's refusal) to one command."""
 

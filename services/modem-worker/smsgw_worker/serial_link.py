@@ -22,7 +22,9 @@ from typing import Callable
 
 import serial
 
-from .errors import CommandError, ModemTimeout, PortGone, parse_error_line
+from .errors import (
+    CmeError, CmsError, CommandError, ModemTimeout, PortGone, SubmitUnconfirmed, parse_error_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,11 @@ class SerialLink:
             if pending.error is not None:
                 raise pending.error
             if pending.final is not None and pending.final not in FINAL_OK:
-                raise parse_error_line(pending.final, command)
+                error = parse_error_line(pending.final, command)
+                if data is not None and not isinstance(error, (CmsError, CmeError)):
+                    # After the PDU only a coded error says for sure that nothing left.
+                    raise SubmitUnconfirmed(command, pending.final)
+                raise error
             return pending.lines
 
     def _await_prompt(self, pending: _Pending, timeout: float) -> None:

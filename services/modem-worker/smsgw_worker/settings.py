@@ -36,6 +36,9 @@ class WorkerSettings:
     report_timeout: float = 48 * 3600.0
     claim_batch: int = 10
     inbound_part_timeout: float = 24 * 3600.0
+    # How long the parts of a completed concatenated SMS are remembered, so
+    # that one delivered again (by the SMSC, or left on the SIM) is dropped.
+    inbound_duplicate_window: float = 24 * 3600.0
 
     @property
     def worker_id(self) -> str:
@@ -96,4 +99,5 @@ class WorkerSettings:
             report_timeout=positive("WORKER_REPORT_TIMEOUT", 48 * 3600.0),
             claim_batch=env_int("WORKER_CLAIM_BATCH", 10, environ),
             inbound_part_timeout=positive("WORKER_INBOUND_PART_TIMEOUT", 24 * 3600.0),
+            inbound_duplicate_window=positive("WORKER_INBOUND_DUPLICATE_WINDOW", 24 * 3600.0),
         )

@@ -9,7 +9,14 @@ Outbound, per segment: the part is committed as `submitting` BEFORE AT+CMGS
 is written and as `sent` with its reference right after `+CMGS: <mr>`. If the
 worker dies in between, `queue.reclaim_expired_leases` turns the message into
 `unknown` instead of sending it again (DESIGN.md). The same holds for a send
-that times out after the PDU was written: recorded `unknown`, never resent.
+that times out after the PDU was written, or that gets any answer then but
+`+CMGS: <mr>` or a +CMS/+CME error (a bare OK or ERROR): recorded `unknown`,
+never resent.
+
+Status reports: a final failure report for any part fails the message with
+its TP-ST, whether it comes while the message is `sent`, `expired` or
+`unknown`, or while it waits in the queue to retry another part (then the
+rest is not sent).
 
 Send errors (errors.classify_send_error):
 - permanent (+CMS 1, 8, 10, 21, 28, 29, 30, 50, 69, 81, 95-97, 99, 111, 127,
@@ -30,7 +37,7 @@ import time
 from datetime import timedelta
 from hashlib import sha1
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -53,7 +60,7 @@ from .atmodem import ATModem, Identity, ModemEvent
 from .serial_link import URC_HEADS, line_head
 from .errors import (
     PERMANENT, SIM_PROBLEM, CmeError, CmsError, CommandError, ModemError, ModemTimeout, PortGone,
-    SimProblem, classify_send_error,
+    SimProblem, SubmitUnconfirmed, classify_send_error,
 )
 from .settings import WorkerSettings
 
@@ -71,17 +78,25 @@ SIM_TEXT = {"sim_missing": "SIM not inserted", "pin_required": "SIM PIN required
             "sim_failure": "SIM failure", "sim_busy": "SIM busy"}
 
 
-# The newest part with a reference wins: references wrap at 256 per SIM.
+# References wrap at 256 per SIM, so several parts can carry the report's.
+# The one whose recipient is the report's (digits only, the last 9 compared so
+# that +44 7700 900123 and 07700900123 match) wins, then the latest submission:
+# a part re-sent after a transient error keeps its row (and its old id).
 SQL_PART_REPORT = """
 UPDATE message_parts SET report_status = %s, report_at = %s, status = COALESCE(%s, status)
-WHERE id = (SELECT id FROM message_parts WHERE sim_card_id = %s AND reference = %s
-            ORDER BY id DESC LIMIT 1 FOR UPDATE)
+WHERE id = (SELECT p.id FROM message_parts p JOIN messages m ON m.id = p.message_id
+            WHERE p.sim_card_id = %s AND p.reference = %s
+            ORDER BY COALESCE(%s <> '' AND right(regexp_replace(COALESCE(m.recipient, ''), '[^0-9]', '', 'g'), 9) = %s,
+                              false) DESC,
+                     p.sent_at DESC NULLS LAST, p.id DESC
+            LIMIT 1 FOR UPDATE OF p)
 RETURNING message_id, seq"""
 SQL_PART_SUBMIT = f"""
 INSERT INTO message_parts (message_id, seq, sim_card_id, status, sent_at)
 VALUES (%s, %s, %s, '{q.PART_SUBMITTING}', %s) RETURNING id"""
 SQL_PART_RESUBMIT = f"""
-UPDATE message_parts SET status = '{q.PART_SUBMITTING}', sim_card_id = %s, reference = NULL, sent_at = %s
+UPDATE message_parts SET status = '{q.PART_SUBMITTING}', sim_card_id = %s, reference = NULL, sent_at = %s,
+    report_status = NULL, report_at = NULL
 WHERE id = %s"""
 SQL_PART_SENT = f"UPDATE message_parts SET status = '{q.PART_SENT}', reference = %s, sent_at = %s WHERE id = %s"
 SQL_PART_NOT_SENT = f"UPDATE message_parts SET status = '{q.PART_FAILED}', sent_at = NULL WHERE id = %s"
@@ -89,6 +104,21 @@ SQL_PART_NOT_SENT = f"UPDATE message_parts SET status = '{q.PART_FAILED}', sent_
 
 def _sql(session, statement: str, params: tuple):
     return session.connection().exec_driver_sql(statement, params)
+
+
+def _report_tail(number: str | None) -> str:
+    """A number as SQL_PART_REPORT compares it: its last 9 digits."""
+    return "".join(ch for ch in number or "" if ch.isdigit())[-9:]
+
+
+def _report_error(status: int) -> str:
+    reason = REPORT_TEXT.get(status, "permanent delivery failure")
+    return f"delivery failed: TP-ST {status:#04x} ({reason})"
+
+
+def _failed_by_report(part) -> bool:
+    """A part the network reported as never to be delivered (not a refused AT+CMGS)."""
+    return part.status == q.PART_FAILED and part.report_status is not None
 
 
 class Worker:
@@ -471,10 +501,11 @@ class Worker:
         what arrived (gaps marked) instead of waiting in inbound_parts forever."""
         if self.sim_card_id is None:
             return
+        self._prune_completed_parts()
         cutoff = utcnow() - timedelta(seconds=self.s.inbound_part_timeout)
         with self.Session() as s:
             groups = s.execute(select(InboundPart.sender, InboundPart.reference, InboundPart.total).where(
-                InboundPart.sim_card_id == self.sim_card_id).group_by(
+                InboundPart.sim_card_id == self.sim_card_id, InboundPart.total > 0).group_by(
                 InboundPart.sender, InboundPart.reference, InboundPart.total).having(
                 func.min(InboundPart.received_at) < cutoff).limit(100)).all()
             for sender, reference, total in groups:
@@ -493,8 +524,7 @@ class Worker:
                 )
                 q.record(s, msg, RECEIVED, source=self.worker_id,
                          detail=f"incomplete: {len(by_seq)} of {total} parts arrived")
-                for p in parts:
-                    s.delete(p)
+                self._mark_completed(s, sender, reference, total, parts)
                 s.commit()
                 self._publish_event(msg, RECEIVED, message=text)
                 log.warning("incomplete SMS from %s delivered with %d of %d parts", sender, len(by_seq), total)
@@ -597,6 +627,14 @@ class Worker:
         log.info("released %d claimed message(s): %s", len(ids), why)
 
     def _send_message(self, s, msg: Message, parts: dict[int, MessagePart]) -> None:
+        doomed = next((parts[n] for n in sorted(parts) if _failed_by_report(parts[n])), None)
+        if doomed is not None:
+            # A part that left on an earlier attempt can never be delivered:
+            # the rest would not make a whole message.
+            self._finish(s, msg, FAILED, error_code=doomed.report_status,
+                         error_text=_report_error(doomed.report_status),
+                         detail=f"status report for part {doomed.seq}; the rest not sent")
+            return
         validity = None
         if msg.expires_at is not None:
             validity = max(5, int((msg.expires_at - utcnow()).total_seconds() // 60))
@@ -631,6 +669,12 @@ class Worker:
                 else:
                     self._not_sent(s, msg, part_id, exc)
                 raise
+            except SubmitUnconfirmed as exc:
+                # No reference and no +CMS/+CME after the PDU: it may have left.
+                msg.lease_until = None
+                self._finish(s, msg, UNKNOWN, error_text=str(exc),
+                             detail="no +CMGS after the PDU was written; not resent to avoid a duplicate")
+                return
             except PortGone as exc:
                 self._not_sent(s, msg, part_id, exc, count_attempt=False)
                 raise
@@ -650,6 +694,22 @@ class Worker:
                 lease_at = time.monotonic()
         msg.lease_until = None
         self._finish(s, msg, SENT)
+        if parts:
+            # Resumed: a part that left on an earlier attempt may have been
+            # reported failed meanwhile, and no later report would say so.
+            self._fail_if_reported(s, msg)
+
+    def _fail_if_reported(self, s, msg: Message) -> bool:
+        """Fail `msg` if one of its parts has a final failure report."""
+        doomed = s.execute(select(MessagePart.seq, MessagePart.report_status).where(
+            MessagePart.message_id == msg.id, MessagePart.status == q.PART_FAILED,
+            MessagePart.report_status.is_not(None)).order_by(MessagePart.report_at, MessagePart.seq).limit(1)).first()
+        if doomed is None:
+            return False
+        seq, status = doomed
+        self._finish(s, msg, FAILED, error_code=status, error_text=_report_error(status),
+                     detail=f"status report for part {seq}")
+        return True
 
     def _not_sent(self, s, msg: Message, part_id: int, exc: Exception, count_attempt: bool = True) -> None:
         """AT+CMGS was refused (nothing left): retry later or fail for good."""
@@ -742,6 +802,11 @@ class Worker:
             concat = d.concat if d.concat is not None and d.concat.total > 1 else None
             segments, scts = 1, d.scts
             if concat is not None:
+                if self._seen_part(s, d, concat, text):
+                    s.commit()
+                    log.info("part %d/%d from %s repeats one of a message already received; ignored",
+                             concat.seq, concat.total, d.sender)
+                    return
                 s.execute(pg_insert(InboundPart).values(
                     sim_card_id=self.sim_card_id, sender=d.sender, reference=concat.ref, total=concat.total,
                     seq=concat.seq, content=text, encoding=d.encoding, sent_at=d.scts,
@@ -757,8 +822,7 @@ class Worker:
                 text = "".join(p.content for p in parts)
                 scts = min((p.sent_at for p in parts if p.sent_at), default=d.scts)
                 segments = concat.total
-                for p in parts:
-                    s.delete(p)
+                self._mark_completed(s, d.sender, concat.ref, concat.total, parts)
             duplicate = s.scalar(select(Message.id).where(
                 Message.direction == "inbound", Message.sim_card_id == self.sim_card_id,
                 Message.sender == d.sender, Message.sent_at == scts, Message.message == text,
@@ -777,12 +841,44 @@ class Worker:
             self._publish_event(msg, RECEIVED, message=text)
             log.info("received message %s from %s", msg.id, d.sender)
 
+    # A completed concatenated SMS keeps its parts in inbound_parts as markers,
+    # with `total` negated: out of the way of a new message that reuses the
+    # reference (the unique key includes total), and still there to recognise
+    # a part delivered again (an SMSC resend, an AT+CMGD that failed after the
+    # commit, a crash before it). `received_at` is then the completion time,
+    # and the sweep drops markers older than inbound_duplicate_window.
+    def _seen_part(self, s, d, concat, text: str) -> bool:
+        return s.scalar(select(InboundPart.id).where(
+            InboundPart.sim_card_id == self.sim_card_id, InboundPart.sender == d.sender,
+            InboundPart.reference == concat.ref, InboundPart.total == -concat.total,
+            InboundPart.seq == concat.seq, InboundPart.content == text,
+            InboundPart.sent_at.is_not_distinct_from(d.scts),
+        ).limit(1)) is not None
+
+    def _mark_completed(self, s, sender: str, reference: int, total: int, parts: list[InboundPart]) -> None:
+        # An older message under the same key (the reference wrapped) gives way.
+        s.execute(delete(InboundPart).where(
+            InboundPart.sim_card_id == self.sim_card_id, InboundPart.sender == sender,
+            InboundPart.reference == reference, InboundPart.total == -total,
+        ).execution_options(synchronize_session=False))
+        s.execute(update(InboundPart).where(InboundPart.id.in_([p.id for p in parts])).values(
+            total=-total, received_at=utcnow()).execution_options(synchronize_session=False))
+
+    def _prune_completed_parts(self) -> None:
+        cutoff = utcnow() - timedelta(seconds=self.s.inbound_duplicate_window)
+        with self.Session.begin() as s:
+            s.execute(delete(InboundPart).where(
+                InboundPart.sim_card_id == self.sim_card_id, InboundPart.total < 0,
+                InboundPart.received_at < cutoff))
+
     def _apply_report(self, r) -> None:
         # Plain SQL, not ORM flushes: this runs once per segment sent.
         final = r.final
         status = (q.PART_DELIVERED if r.delivered else q.PART_FAILED) if final else None
+        tail = _report_tail(r.recipient)
         with self.Session() as s:
-            row = _sql(s, SQL_PART_REPORT, (r.status, utcnow(), status, self.sim_card_id, r.reference)).first()
+            row = _sql(s, SQL_PART_REPORT,
+                       (r.status, utcnow(), status, self.sim_card_id, r.reference, tail, tail)).first()
             if row is None:
                 s.commit()
                 log.info("status report for unknown reference %s (TP-ST %#04x) ignored", r.reference, r.status)
@@ -792,18 +888,31 @@ class Worker:
                 s.commit()
                 return
             msg = s.get(Message, message_id, with_for_update=True)
+            if msg.status == QUEUED and not r.delivered:
+                # Waiting to retry its other parts: this one will never arrive,
+                # so neither will the whole message. Stop here.
+                msg.next_attempt_at = None
+                token = jsonlog.bind(message_id=msg.id)
+                try:
+                    self._finish(s, msg, FAILED, error_code=r.status, error_text=_report_error(r.status),
+                                 detail=f"status report for part {seq}; the rest not sent")
+                finally:
+                    jsonlog.context.reset(token)
+                return
             if msg.status not in (SENT, EXPIRED, UNKNOWN):
-                s.commit()  # still sending the other parts: the part row says enough
+                # Still sending the other parts: the part row says enough;
+                # _send_message reads it when it takes the message up again.
+                s.commit()
                 return
             token = jsonlog.bind(message_id=msg.id)
             try:
                 if not r.delivered:
-                    reason = REPORT_TEXT.get(r.status, "permanent delivery failure")
-                    self._finish(s, msg, FAILED, error_code=r.status,
-                                 error_text=f"delivery failed: TP-ST {r.status:#04x} ({reason})",
+                    self._finish(s, msg, FAILED, error_code=r.status, error_text=_report_error(r.status),
                                  detail=f"status report for part {seq}")
                     return
                 if (msg.segments or 1) > 1:
+                    if self._fail_if_reported(s, msg):
+                        return
                     delivered = s.scalar(select(func.count()).select_from(MessagePart).where(
                         MessagePart.message_id == msg.id, MessagePart.status == q.PART_DELIVERED))
                     if delivered < msg.segments:

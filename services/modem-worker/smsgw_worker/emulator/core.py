@@ -181,7 +181,8 @@ class Emulator:
         self._sim_busy_until = 0.0
         self._booted = False
         self._next_mr = 0
-        self._fail_sends: list[int] = []
+        self._fail_sends: list[int | None] = []  # None: that send goes through
+        self._lose_refs: list[str] = []  # final lines of sends that leave without +CMGS
         self._storage: dict[str, dict[int, Stored]] = {m: {} for m in MEMORIES}
         self._network: list[tuple[str, str]] = []  # (kind, pdu) waiting for room
         self._pending_acks: list[_Pending] = []
@@ -762,6 +763,7 @@ class Emulator:
             self._final_error(CmsError(331))
             return
         fail = self._fail_sends.pop(0) if self._fail_sends else None
+        lost = self._lose_refs.pop(0) if fail is None and self._lose_refs else None
         self._busy = True
 
         def finish():
@@ -784,7 +786,10 @@ class Emulator:
                 }
                 self.sent.append(record)
                 self._sent_cond.notify_all()
-                self._lines(f"+CMGS: {mr}", "OK")
+                if lost is None:
+                    self._lines(f"+CMGS: {mr}", "OK")
+                else:
+                    self._lines(lost)  # it left, but the reference never reaches the TE
                 if decoded.status_report_requested:
                     submitted = datetime.now(timezone.utc).replace(microsecond=0)
                     self._schedule(
@@ -1060,9 +1065,16 @@ class Emulator:
         with self._lock:
             self._next_mr = mr % 256
 
-    def fail_next_sends(self, n: int, cms_code: int = 500) -> None:
+    def fail_next_sends(self, n: int, cms_code: int = 500, *, after: int = 0) -> None:
+        """Refuse `n` sends with +CMS ERROR: cms_code, once `after` more went through."""
         with self._lock:
-            self._fail_sends += [cms_code] * n
+            self._fail_sends += [None] * after + [cms_code] * n
+
+    def lose_next_references(self, n: int = 1, final: str = "OK") -> None:
+        """The next `n` sends leave (recorded, reported) but are answered with
+        `final` alone ("OK", "ERROR", ...) instead of `+CMGS: <mr>` and OK."""
+        with self._lock:
+            self._lose_refs += [final] * n
 
     def hang(self, on: bool = True) -> None:
         """Stop answering anything (and stop printing URCs) until hang(False)."""
