@@ -332,6 +332,17 @@ class WebhookDelivery(Base):
     )
 
 
+class EventCursor(Base):
+    """How far a consumer of a history table has got, durably (e.g. the
+    webhook dispatcher's position in `message_events`, webhooks.py)."""
+
+    __tablename__ = "event_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+
 class StatSample(Base):
     """A statistics sample; `resolution` is seconds per sample (raw or downsampled)."""
 

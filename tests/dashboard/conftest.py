@@ -34,6 +34,7 @@ def api_env(service_env):
         TRUST_PROXY="1",
         LOGIN_MAX_ATTEMPTS="1000",
         LOG_LEVEL="WARNING",
+        WEBHOOK_ALLOW_LOOPBACK="1",  # the test's receiver listens on 127.0.0.1
     )
     return env
 

@@ -69,6 +69,8 @@ def pipeline_env(service_env, mqtt_prefix) -> dict[str, str]:
         WEBHOOK_MAX_ATTEMPTS="3",
         WEBHOOK_POLL_SECONDS="0.2",
         WEBHOOK_TIMEOUT_SECONDS="3",
+        # The test receivers listen on 127.0.0.1; production refuses loopback.
+        WEBHOOK_ALLOW_LOOPBACK="1",
         REPORT_TIMEOUT="3600",
         CORS_ALLOWED_ORIGINS="http://127.0.0.1:8080",
     )

@@ -1,13 +1,25 @@
 """One events leader per deployment; when it dies another API process takes
-over, and events published in between are not lost (persistent MQTT session)."""
+over, and events published in between are not lost (persistent MQTT session
+for the live relay; the history in Postgres for webhooks)."""
 from __future__ import annotations
 
 import os
 import signal
 
+import time
+
 import redis as redis_lib
 
+from smsgw_common import queue as history
+from smsgw_common.models import Message
+
 from .conftest import add_modem_and_sim, add_outbound, wait_until
+
+
+def record(db_session, msg_id: int, state: str) -> None:
+    with db_session() as s:
+        history.record(s, s.get(Message, msg_id), state, source="tests")
+        s.commit()
 
 
 def leader_pid(env) -> int:
@@ -24,6 +36,7 @@ def test_a_killed_leader_is_replaced_and_its_backlog_delivered(api, pipeline_env
     assert old
     os.kill(old, signal.SIGKILL)
     # Published while no leader holds the MQTT session: the broker keeps it.
+    record(db_session, msg_id, "sent")
     mqtt.message_event(message_id=msg_id, state="sent", sim_card_id=sim_id, modem_id=modem_id)
     new = wait_until(lambda: (p := leader_pid(pipeline_env)) and p != old and p, 15, 0.1, "a new leader")
     assert new != old
@@ -33,5 +46,24 @@ def test_a_killed_leader_is_replaced_and_its_backlog_delivered(api, pipeline_env
     # Clients of the surviving workers still get live events.
     sock = sockets(people["alice"])
     msg2 = add_outbound(db_session, sim_id, people["bob"].user_id)
+    record(db_session, msg2, "sent")
     mqtt.message_event(message_id=msg2, state="sent", sim_card_id=sim_id, modem_id=modem_id)
     sock.wait_for("sms_status_update", lambda d: d["message_id"] == msg2)
+
+
+def test_an_event_no_leader_ever_heard_of_is_delivered_once_by_the_next(api, pipeline_env, people, db_session,
+                                                                         receiver):
+    """The leader dies; an event is recorded with no MQTT copy at all (lost
+    with the old leader's in-memory queue, or never published). The next
+    leader derives its delivery from the history."""
+    api.post("/api/webhooks", people["bob"], {"url": receiver.url, "events": ["message.delivered"]})
+    modem_id, sim_id = add_modem_and_sim(db_session)
+    msg_id = add_outbound(db_session, sim_id, people["bob"].user_id)
+    old = wait_until(lambda: leader_pid(pipeline_env), 15, 0.1, "a leader")
+    os.kill(old, signal.SIGKILL)
+    record(db_session, msg_id, "delivered")
+    wait_until(lambda: (p := leader_pid(pipeline_env)) and p != old and p, 15, 0.1, "a new leader")
+    hit = receiver.wait_for(lambda h: h.json["data"].get("message_id") == msg_id, 15)
+    assert hit.json["type"] == "message.delivered"
+    time.sleep(1.0)
+    assert len([h for h in receiver.hits if h.json["data"].get("message_id") == msg_id]) == 1
