@@ -8,9 +8,12 @@ import time
 import pytest
 import socketio
 
-from smsgw_common.models import Message
+from sqlalchemy import text
 
-from .conftest import add_inbound, add_modem_and_sim, add_outbound
+from smsgw_common.models import ApiKey, Message, User
+
+from .conftest import (Persona, Socket, add_inbound, add_modem_and_sim, add_outbound, start_api, stop_process,
+                       wait_until)
 
 
 def test_it_refuses_a_socket_without_credentials(api, sockets):
@@ -35,9 +38,16 @@ def test_a_browser_page_from_a_foreign_origin_cannot_connect(api, sockets, peopl
     assert allowed.wait_for("mqtt_status")
 
 
-def test_it_accepts_a_token_in_the_query_string(api, sockets, people):
-    sock = sockets(query=f"?token={people['carol'].token()}")
-    # A new client is told the broker state straight away.
+def test_it_refuses_a_token_in_the_query_string(api, sockets, people):
+    # Query strings end up in access logs: credentials go in the auth payload.
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        sockets(query=f"?token={people['carol'].token()}")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        sockets(query=f"?api_key={people['carol'].api_key}")
+
+
+def test_a_new_client_is_told_the_broker_state_at_once(api, sockets, people):
+    sock = sockets(auth={"token": people["carol"].token()})
     assert sock.wait_for("mqtt_status")["connected"] is True
 
 
@@ -111,3 +121,135 @@ def test_only_admins_hear_about_opt_out_changes(api, sockets, people, mqtt, db_s
     viewer.wait_for("sms_received", lambda d: d["id"] == msg_id)
     time.sleep(0.3)
     assert viewer.seen("opt_out_update") == []
+
+
+# --- Open sockets lose their access with their credentials ------------------
+
+REAUTH_SECONDS = 1.0
+
+
+@pytest.fixture(scope="module")
+def quick_api(api, pipeline_env, python, tmp_path_factory):
+    """A second API whose sockets are re-checked every second. It never runs
+    for leader (PIPELINE_BACKGROUND=off): the leader of `api` relays, through
+    Redis, to its sockets too."""
+    log_path = tmp_path_factory.mktemp("quick-api") / "gunicorn.log"
+    server = start_api(dict(pipeline_env, SOCKETIO_REAUTH_SECONDS=str(REAUTH_SECONDS), PIPELINE_BACKGROUND="off"),
+                       python, log_path, workers=1)
+    try:
+        yield server
+    finally:
+        stop_process(server.proc)
+
+
+@pytest.fixture
+def quick_sockets(quick_api):
+    opened = []
+
+    def connect(auth: dict) -> Socket:
+        sock = Socket(quick_api.base, auth)
+        opened.append(sock)
+        return sock
+
+    yield connect
+    for sock in opened:
+        try:
+            sock.close()
+        except Exception:
+            pass
+
+
+def throwaway(db_session, role: str) -> Persona:
+    """A user of its own with a key: these tests revoke and deactivate."""
+    from smsgw_api.auth import hash_password
+    from smsgw_api.security import new_api_key
+
+    with db_session() as s:
+        user = User(username=f"temp-{secrets.token_hex(4)}", password_hash=hash_password(secrets.token_hex(8)),
+                    role=role)
+        s.add(user)
+        s.flush()
+        key, prefix, digest = new_api_key()
+        s.add(ApiKey(user_id=user.id, name="tests", prefix=prefix, key_hash=digest))
+        s.commit()
+        return Persona(user.username, role, user.id, key)
+
+
+def run_sql(db_session, sql: str, **params) -> None:
+    with db_session() as s:
+        s.execute(text(sql), params)
+        s.commit()
+
+
+def wait_disconnected(sock: Socket, timeout: float) -> None:
+    wait_until(lambda: not sock.sio.connected, timeout, 0.05, "the server to disconnect the socket")
+
+
+def assert_cut_off(doomed: Socket, control: Socket, db_session, mqtt) -> None:
+    """An event after the disconnect reaches a live socket but not the dropped one."""
+    modem_id, sim_id = add_modem_and_sim(db_session)
+    msg_id = add_outbound(db_session, sim_id, None, text="after the cut")
+    mqtt.message_event(message_id=msg_id, state="sent", sim_card_id=sim_id, modem_id=modem_id)
+    control.wait_for("sms_status_update", lambda d: d["message_id"] == msg_id)
+    time.sleep(0.3)
+    assert doomed.seen("sms_status_update", lambda d: d["message_id"] == msg_id) == []
+
+
+def test_a_socket_whose_key_is_revoked_is_disconnected(quick_sockets, people, db_session, mqtt):
+    who = throwaway(db_session, "viewer")
+    doomed = quick_sockets({"api_key": who.api_key})
+    control = quick_sockets({"api_key": people["carol"].api_key})
+    doomed.wait_for("mqtt_status"), control.wait_for("mqtt_status")
+    # Revoked behind the API's back (another replica, psql): no cache to clear.
+    run_sql(db_session, "UPDATE api_keys SET revoked_at = now() WHERE user_id = :id", id=who.user_id)
+    wait_disconnected(doomed, REAUTH_SECONDS + 3)
+    assert control.sio.connected
+    assert_cut_off(doomed, control, db_session, mqtt)
+
+
+def test_a_socket_of_a_deactivated_user_is_disconnected(quick_sockets, people, db_session, mqtt):
+    who = throwaway(db_session, "user")
+    doomed = quick_sockets({"token": who.token()})
+    control = quick_sockets({"api_key": people["carol"].api_key})
+    doomed.wait_for("mqtt_status"), control.wait_for("mqtt_status")
+    run_sql(db_session, "UPDATE users SET is_active = false WHERE id = :id", id=who.user_id)
+    wait_disconnected(doomed, REAUTH_SECONDS + 3)
+    assert_cut_off(doomed, control, db_session, mqtt)
+
+
+def test_a_socket_of_a_deleted_user_is_disconnected(quick_sockets, db_session):
+    who = throwaway(db_session, "viewer")
+    doomed = quick_sockets({"api_key": who.api_key})
+    doomed.wait_for("mqtt_status")
+    run_sql(db_session, "DELETE FROM users WHERE id = :id", id=who.user_id)
+    wait_disconnected(doomed, REAUTH_SECONDS + 3)
+
+
+def test_a_socket_is_disconnected_when_its_token_expires(api, sockets, people, db_session, mqtt):
+    # The main API re-checks only every 30 s (the default): this is the
+    # expiry timer, not the periodic pass.
+    doomed = sockets(auth={"token": people["carol"].token(ttl=2)})
+    control = sockets(people["carol"])
+    doomed.wait_for("mqtt_status"), control.wait_for("mqtt_status")
+    started = time.monotonic()
+    wait_disconnected(doomed, 5)
+    assert time.monotonic() - started < 4
+    assert_cut_off(doomed, control, db_session, mqtt)
+
+
+def test_a_demoted_admin_socket_stops_hearing_admin_events(quick_sockets, people, db_session, mqtt):
+    who = throwaway(db_session, "admin")
+    demoted = quick_sockets({"api_key": who.api_key})
+    admin = quick_sockets({"api_key": people["alice"].api_key})
+    demoted.wait_for("mqtt_status"), admin.wait_for("mqtt_status")
+    run_sql(db_session, "UPDATE users SET role = 'viewer' WHERE id = :id", id=who.user_id)
+    time.sleep(REAUTH_SECONDS + 1.5)  # one pass, with room to spare
+    modem_id, sim_id = add_modem_and_sim(db_session)
+    number = f"+4916{secrets.randbelow(10**8):08d}"
+    msg_id = add_inbound(db_session, mqtt, sim_id, number, "STOP")
+    assert admin.wait_for("opt_out_update", lambda d: d["number"] == number)["opted_out"] is True
+    # Still connected, now as a viewer: it hears what viewers hear and no more.
+    demoted.wait_for("sms_received", lambda d: d["id"] == msg_id)
+    time.sleep(0.3)
+    assert demoted.sio.connected
+    assert demoted.seen("opt_out_update", lambda d: d["number"] == number) == []

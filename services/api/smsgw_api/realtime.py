@@ -9,11 +9,15 @@ How it fits together (see docs/realtime.md):
   needed however many gunicorn workers or replicas run. Clients connect with
   `transports: ["websocket"]`. The gunicorn worker class is plain `gevent`
   (simple-websocket does the upgrade; gevent-websocket is not used).
+- Sockets authenticate with the connect `auth` payload only, and every process
+  re-checks its open sockets' users, keys and roles (`SocketAuthWatch`): a
+  socket loses its access when its credentials do.
 - Exactly one process per deployment is the *leader*: every API process runs a
   small election (a Redis key set with NX and a TTL, renewed while alive). The
   leader consumes MQTT (message events, modem states), relays them to Socket.IO,
-  queues webhook deliveries, maintains opt-outs, and runs the webhook dispatcher
-  and the sweeper. When it dies its key expires and another process takes over.
+  queues modem webhook deliveries, maintains opt-outs, and runs the webhook
+  dispatcher (which derives message deliveries from Postgres; MQTT only wakes
+  it) and the sweeper. When it dies its key expires and another process takes over.
   Its MQTT session is persistent (fixed client id, clean session off), so QoS 1
   events published while no leader was connected are kept by the broker and
   handed to the next leader.
@@ -29,9 +33,11 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from flask import Flask, request
 from flask_socketio import SocketIO, join_room
+from sqlalchemy import text
 
 from smsgw_common.db import session_scope
 from smsgw_common.models import RECEIVED, Message, Modem, utcnow
@@ -92,17 +98,181 @@ def _principal_from_credentials(token: str | None, api_key: str | None):
         return None
 
 
+def _room_role(role: str) -> str:
+    return role if role in ROLE_ORDER else "viewer"
+
+
+def _token_expiry(token: str) -> float | None:
+    """The `exp` of a token `_principal_from_token` has just verified."""
+    import jwt
+
+    try:
+        exp = jwt.decode(token.strip(), options={"verify_signature": False}).get("exp")
+        return float(exp) if exp is not None else None
+    except (jwt.InvalidTokenError, TypeError, ValueError):
+        return None
+
+
+@dataclass
+class SocketGrant:
+    """What let a socket in; re-checked for as long as it stays open."""
+
+    sid: str
+    user_id: int
+    role: str  # the room it is in: role:<role>
+    key_id: int | None  # None: a JWT
+    expires_at: float | None  # epoch seconds: the JWT's exp, or the key's expires_at
+
+
+# Every user and key behind this process's sockets, in one statement. A user
+# missing from the answer is gone or inactive; a key missing from it is
+# revoked, expired or no longer that user's.
+_REVALIDATE_SQL = text(
+    "SELECT u.id AS user_id, u.role, k.id AS key_id, k.expires_at AS key_expires_at "
+    "FROM users u LEFT JOIN api_keys k ON k.user_id = u.id AND k.id = ANY(:key_ids) "
+    "AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) "
+    "WHERE u.id = ANY(:user_ids) AND u.is_active"
+)
+
+
+class SocketAuthWatch:
+    """Keeps open sockets as authorised as a fresh request would be.
+
+    A socket is authenticated once, when it connects; this watch remembers
+    what let each of this process's sockets in and, in one background task per
+    process, re-checks them all with one query every `interval` seconds
+    (SOCKETIO_REAUTH_SECONDS): a deactivated or deleted user or a revoked or
+    expired key is disconnected, a changed role moves the socket to the room of
+    its new role. A JWT's socket is also disconnected the moment the token
+    expires, without waiting for the next pass.
+    """
+
+    def __init__(self, app: Flask, interval: float):
+        self.app = app
+        self.interval = max(interval, 0.2)
+        self.grants: dict[str, SocketGrant] = {}
+        self._wake = threading.Event()
+        self._next_wake = 0.0
+        self._pid: int | None = None
+
+    # Socket.IO handlers (this process)
+    def add(self, grant: SocketGrant) -> None:
+        self.grants[grant.sid] = grant
+        if self._pid != os.getpid():  # first socket of this (forked) process
+            self._pid = os.getpid()
+            socketio.start_background_task(self.run)
+        elif grant.expires_at is not None and grant.expires_at < self._next_wake:
+            self._wake.set()
+
+    def remove(self, sid: str) -> None:
+        self.grants.pop(sid, None)
+
+    # the background task
+    def run(self) -> None:
+        last_pass = time.monotonic()
+        while True:
+            try:
+                if time.monotonic() - last_pass >= self.interval:
+                    last_pass = time.monotonic()
+                    self.revalidate()
+                self.expire()
+            except Exception:
+                log.exception("re-checking socket credentials failed")
+            self._wake.clear()
+            until_pass = self.interval - (time.monotonic() - last_pass)
+            expiries = [g.expires_at for g in list(self.grants.values()) if g.expires_at is not None]
+            until_expiry = min(expiries) - time.time() if expiries else until_pass
+            wait = max(min(until_pass, until_expiry), 0.05)
+            self._next_wake = time.time() + wait
+            self._wake.wait(wait)
+
+    def expire(self) -> None:
+        now = time.time()
+        for grant in list(self.grants.values()):
+            if grant.expires_at is not None and grant.expires_at <= now:
+                self.drop(grant.sid, "credentials expired")
+
+    def revalidate(self) -> None:
+        grants = list(self.grants.values())
+        if not grants:
+            return
+        user_ids = sorted({g.user_id for g in grants})
+        key_ids = sorted({g.key_id for g in grants if g.key_id is not None}) or [-1]
+        with session_scope(db.state(self.app).sessionmaker) as session:
+            rows = session.execute(_REVALIDATE_SQL, {"user_ids": user_ids, "key_ids": key_ids}).mappings().all()
+        roles = {row["user_id"]: row["role"] for row in rows}
+        keys = {row["key_id"]: (row["user_id"], row["key_expires_at"]) for row in rows if row["key_id"] is not None}
+        for grant in grants:
+            if grant.sid not in self.grants:
+                continue  # closed meanwhile
+            if grant.user_id not in roles:
+                self.drop(grant.sid, "user deactivated or deleted")
+                continue
+            if grant.key_id is not None:
+                if grant.key_id not in keys:
+                    self.drop(grant.sid, "api key revoked or expired")
+                    continue
+                key_expires = keys[grant.key_id][1]
+                grant.expires_at = key_expires.timestamp() if key_expires is not None else None
+            role = _room_role(roles[grant.user_id])
+            if role != grant.role:
+                self.move(grant, role)
+
+    def move(self, grant: SocketGrant, role: str) -> None:
+        server = socketio.server
+        server.leave_room(grant.sid, f"role:{grant.role}", namespace="/")
+        server.enter_room(grant.sid, f"role:{role}", namespace="/")
+        log.info("socket moved to a new role room", extra={"user_id": grant.user_id, "role": role})
+        grant.role = role
+
+    def drop(self, sid: str, reason: str) -> None:
+        """Disconnect one of this process's sockets and close its WebSocket, so
+        that a client which ignores the Socket.IO disconnect reconnects (with
+        fresh credentials, or is refused)."""
+        grant = self.grants.pop(sid, None)
+        server = socketio.server
+        try:
+            eio_sid = server.manager.eio_sid_from_sid(sid, "/")
+            server.disconnect(sid, namespace="/", ignore_queue=True)
+            if eio_sid is not None:
+                server.eio.disconnect(eio_sid)
+        except Exception:
+            log.exception("could not disconnect a socket")
+        log.info("socket disconnected: %s", reason,
+                 extra={"user_id": grant.user_id if grant else None, "reason": reason})
+
+
+def _watch() -> SocketAuthWatch | None:
+    from flask import current_app
+
+    return current_app.extensions.get(EXT_KEY, {}).get("socket_watch")
+
+
+def _on_disconnect(*_args):
+    watch = _watch()
+    if watch is not None:
+        watch.remove(request.sid)
+
+
 def _on_connect(auth):
     auth = auth if isinstance(auth, dict) else {}
-    token = auth.get("token") or request.args.get("token")
-    api_key = auth.get("api_key") or request.args.get("api_key")
+    # Only the connect payload: a query string (?token=) lands in access logs.
+    token = auth.get("token") if isinstance(auth.get("token"), str) else None
+    api_key = auth.get("api_key") if isinstance(auth.get("api_key"), str) else None
     if not token and not api_key:
-        raise ConnectionRefusedError("authentication required: pass {token} or {api_key}")
+        raise ConnectionRefusedError("authentication required: pass {token} or {api_key} in the auth payload")
     principal = _principal_from_credentials(token, api_key)
     if principal is None:
         raise ConnectionRefusedError("invalid or expired credentials")
-    role = principal.role if principal.role in ROLE_ORDER else "viewer"
+    role = _room_role(principal.role)
     join_room(f"role:{role}")
+    watch = _watch()
+    if watch is not None:
+        watch.add(SocketGrant(
+            sid=request.sid, user_id=principal.user_id, role=role,
+            key_id=principal.api_key_id if principal.via == "api_key" else None,
+            expires_at=_token_expiry(token) if principal.via == "jwt" else None,
+        ))
     # A newly connected dashboard gets the current picture without waiting
     # for the next change.
     from flask import current_app
@@ -142,7 +312,10 @@ def init_app(app: Flask) -> None:
         logger=False,
         engineio_logger=False,
     )
+    app.extensions.setdefault(EXT_KEY, {})["socket_watch"] = SocketAuthWatch(
+        app, settings.socket_reauth_interval)
     socketio.on_event("connect", _on_connect)
+    socketio.on_event("disconnect", _on_disconnect)
     if _should_run_background(app, settings):
         start_background(app)
 
@@ -402,9 +575,12 @@ class EventConsumer:
         self.bus.start()
 
     def stop(self) -> None:
+        # No new messages first, then let the worker finish what is queued
+        # (browsers and opt-outs); webhook deliveries do not depend on this
+        # queue at all, they are derived from Postgres (webhooks.py).
         self.stopping.set()
-        self.queue.put(None)
         self.bus.stop()
+        self.queue.put(None)
         self._publish_mqtt_status(False)
 
     # paho thread
@@ -426,6 +602,9 @@ class EventConsumer:
     def _enqueue_message_event(self, topic: str, payload: bytes) -> None:
         ev = parse(MessageEventPayload, payload)
         if ev is not None:
+            # The worker committed the event before publishing it: the
+            # dispatcher can derive its webhook deliveries right away.
+            self.on_deliveries()
             self.queue.put(("message", ev))
 
     def _enqueue_state(self, topic: str, payload: bytes) -> None:
@@ -438,7 +617,7 @@ class EventConsumer:
 
     # worker thread
     def _work(self) -> None:
-        while not self.stopping.is_set():
+        while True:
             item = self.queue.get()
             if item is None:
                 return
@@ -453,7 +632,7 @@ class EventConsumer:
                 log.exception("handling a %s event failed", kind)
 
     def handle_message_event(self, ev: MessageEventPayload) -> None:
-        from smsgw_api import optouts, webhooks
+        from smsgw_api import optouts
 
         # An inbound event carries everything a browser shows: relay it before
         # touching the database. Outbound events need the row (text, numbers).
@@ -476,14 +655,8 @@ class EventConsumer:
                 change = optouts.apply_keyword(session, self.app, data["sender_number"], data["message"])
             else:
                 change = None
-            if early:
-                msg = session.get(Message, ev.message_id)
-                data = status_update_payload(ev, msg)
-            queued = webhooks.enqueue_message_event(session, ev, msg, data)
         if change:
             optouts.announce(change)
-        if queued:
-            self.on_deliveries()
 
     def handle_modem_state(self, modem_id: str, st: ModemState) -> None:
         from smsgw_api import webhooks
@@ -493,7 +666,6 @@ class EventConsumer:
         # The previous state lives in Redis, not in this process: a new leader
         # still sees an online -> offline change that happened during handover.
         prev_raw = r.hget(_key(self.app, "modem_status"), modem_id)
-        r.hset(_key(self.app, "modem_status"), modem_id, json.dumps(data))
         emit("modem_status", data)
         prev_online = json.loads(prev_raw).get("online") if prev_raw else None
         with session_scope(db.state(self.app).sessionmaker) as session:
@@ -506,6 +678,10 @@ class EventConsumer:
             queued = 0
             if prev_online != st.online:
                 queued = webhooks.enqueue_modem_event(session, modem_id, st, data)
+        # Only after the delivery is committed: a leader that dies before this
+        # line leaves the old state in Redis, and the next leader, handed the
+        # retained state on subscribing, sees the change again.
+        r.hset(_key(self.app, "modem_status"), modem_id, json.dumps(data))
         if queued:
             self.on_deliveries()
         if not st.online:

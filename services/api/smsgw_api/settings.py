@@ -33,9 +33,11 @@ class PipelineSettings:
     background: str = "auto"  # auto | on | off: run the leader election in this process
     leader_ttl: float = 10.0
     transports: tuple[str, ...] = ("websocket",)
+    socket_reauth_interval: float = 30.0  # re-check open sockets' credentials
     report_timeout: timedelta = timedelta(hours=48)
     sweep_interval: float = 5.0
-    webhook_allow_private: bool = True
+    webhook_allow_private: bool = True  # LAN ranges: 10/8, 172.16/12, 192.168/16, fc00::/7
+    webhook_allow_loopback: bool = False  # 127/8, ::1 (a receiver on the gateway itself)
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 8
     webhook_backoff_base: float = 10.0
@@ -56,9 +58,11 @@ class PipelineSettings:
             background=background,
             leader_ttl=env_float("LEADER_TTL_SECONDS", 10.0, environ),
             transports=tuple(env_list("SOCKETIO_TRANSPORTS", "websocket", environ)),
+            socket_reauth_interval=env_float("SOCKETIO_REAUTH_SECONDS", 30.0, environ),
             report_timeout=timedelta(seconds=env_float("REPORT_TIMEOUT", 48 * 3600, environ)),
             sweep_interval=env_float("SWEEP_INTERVAL_SECONDS", 5.0, environ),
             webhook_allow_private=env_bool("WEBHOOK_ALLOW_PRIVATE", True, environ),
+            webhook_allow_loopback=env_bool("WEBHOOK_ALLOW_LOOPBACK", False, environ),
             webhook_timeout=env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, environ),
             webhook_max_attempts=env_int("WEBHOOK_MAX_ATTEMPTS", 8, environ),
             webhook_backoff_base=env_float("WEBHOOK_BACKOFF_SECONDS", 10.0, environ),
