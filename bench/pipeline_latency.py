@@ -55,7 +55,7 @@ def main() -> int:
                                json={"recipient": f"+4917{secrets.randbelow(10**8):08d}", "message": f"bench {i}"},
                                timeout=10)
         returned_at.append(time.time())
-        if resp.status_code != 201:
+        if resp.status_code != 200:
             raise SystemExit(f"POST /api/sms answered {resp.status_code}: {resp.text}")
         ids.append(resp.json()["message_id"])
         time.sleep(args.gap)

@@ -41,7 +41,7 @@ def main() -> int:
     def post(i: int) -> float:
         resp = session.post(stack.base + "/api/sms", json={
             "recipient": f"+4917{secrets.randbelow(10**8):08d}", "message": f"throughput {i}"}, timeout=30)
-        if resp.status_code != 201:
+        if resp.status_code != 200:
             raise SystemExit(f"POST /api/sms answered {resp.status_code}: {resp.text}")
         return time.time()
 

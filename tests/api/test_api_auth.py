@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import jwt
 import pytest
+from sqlalchemy import text
 
 from .api_support import PASSWORD, count_rows, make_persona
 
@@ -128,3 +129,42 @@ def test_it_changes_the_own_password(client, engine):
                    headers=gina.headers)
     assert r.status_code == 200
     assert login(client, "gina", "another long one").status_code == 200
+
+
+@pytest.fixture()
+def proxied(database_url, redis_url, mqtt_prefix):
+    """The API as it runs behind nginx (TRUST_PROXY), with a small login limit."""
+    from smsgw_api import create_app
+    from smsgw_api.extensions import bus, db
+
+    from .api_support import api_env
+
+    app = create_app({"ENV": api_env(database_url, redis_url, mqtt_prefix, TRUST_PROXY="1",
+                                     LOGIN_MAX_ATTEMPTS="2"), "TESTING": True})
+    yield app.test_client()
+    bus.stop(app)
+    db.dispose(app)
+
+
+def test_behind_the_proxy_a_forged_forwarded_for_is_attributed_to_the_address_the_proxy_added(proxied, engine):
+    r = proxied.post("/api/auth", json={"username": "nobody-forged", "password": "not the password"},
+                     headers={"X-Forwarded-For": "1.2.3.4, 9.9.9.9", "X-Request-ID": "forged-xff-1"})
+    assert r.status_code == 401
+    with engine.connect() as conn:
+        ip = conn.execute(text("SELECT ip FROM logs WHERE request_id = 'forged-xff-1'")).scalar()
+    assert ip == "9.9.9.9"
+
+
+def test_behind_the_proxy_the_per_address_login_limit_cannot_be_dodged_by_a_forged_header(proxied):
+    import secrets
+
+    client_addr = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"  # fresh counters each run
+    limit = 2 * 5  # LOGIN_MAX_ATTEMPTS per user, five times that per address
+    codes = []
+    for i in range(limit + 2):
+        # Another user each time (no per-user limit) and another forged address in front.
+        r = proxied.post("/api/auth", json={"username": f"spray-{secrets.token_hex(4)}", "password": "guess-guess"},
+                         headers={"X-Forwarded-For": f"10.0.{i}.{i}, {client_addr}"})
+        codes.append(r.status_code)
+    assert codes[:limit] == [401] * limit
+    assert codes[limit:] == [429, 429], codes

@@ -70,7 +70,7 @@ def test_the_seed_generate_endpoint_needs_a_jwt(client, engine):
     assert r.status_code == 401 and r.get_json()["code"] == "jwt_required"
     token = client.post("/api/auth", json={"username": "hank", "password": PASSWORD}).get_json()["token"]
     r = client.post("/api/generate-api-key", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 201
+    assert r.status_code == 200
     body = r.get_json()
     assert body["message"] == "API key generated successfully" and body["api_key"]
     assert client.get("/api/me", headers={"X-API-Key": body["api_key"]}).status_code == 200

@@ -74,3 +74,18 @@ def test_it_lists_the_inbox_and_the_seed_statuses(client, charlie, filled):
 def test_it_refuses_bad_listing_parameters(client, charlie, query, field):
     r = client.get(f"/api/sms/outbox?{query}", headers=charlie.headers)
     assert r.status_code == 400 and field in r.get_json()["fields"]
+
+
+def test_listings_give_the_seeds_unix_timestamp_and_an_iso_created_at(client, charlie, filled):
+    from datetime import datetime
+    sim, _ = filled
+    rows = [client.get(f"{path}?sim_card_id={sim.id}&per_page=1", headers=charlie.headers).get_json()[key][0]
+            for path, key in (("/api/sms/outbox", "messages"), ("/api/sms/inbox", "messages"),
+                              ("/api/sms-status", "statuses"))]
+    rows.append(client.get("/api/logs?per_page=1", headers=charlie.headers).get_json()["logs"][0])
+    for row in rows:
+        # The seed's clients read `timestamp` as whole Unix seconds.
+        assert type(row["timestamp"]) is int
+        created = datetime.fromisoformat(row["created_at"])
+        assert created.utcoffset() is not None
+        assert row["timestamp"] == int(created.timestamp())

@@ -22,9 +22,9 @@ def send(client, persona, body, **headers):
 
 def test_it_queues_a_message_in_the_seed_shape(client, bob, sim, engine):
     r = send(client, bob, {"recipient": RECIPIENT, "message": "Hello from the gateway", "sim_card_id": sim.id})
-    assert r.status_code == 201
+    assert r.status_code == 200
     body = r.get_json()
-    assert body["message"] == "SMS queued" and body["sender_sim"] == sim.number
+    assert body["message"] == "SMS queued for sending" and body["sender_sim"] == sim.number
     assert body["status"] == "queued" and body["encoding"] == "GSM-7" and body["segments"] == 1
     with engine.connect() as conn:
         row = conn.execute(text("SELECT * FROM messages WHERE id = :id"), {"id": body["message_id"]}).mappings().one()
@@ -84,7 +84,7 @@ def test_it_answers_a_repeated_idempotency_key_with_the_original(client, bob, si
     body = {"recipient": RECIPIENT, "message": "once only", "sim_card_id": sim.id}
     first = send(client, bob, body, **{"Idempotency-Key": "order-42"})
     again = send(client, bob, body, **{"Idempotency-Key": "order-42"})
-    assert first.status_code == again.status_code == 201
+    assert first.status_code == again.status_code == 200
     assert again.get_json()["message_id"] == first.get_json()["message_id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert count_rows(engine, "messages", "idempotency_key = 'order-42'") == 1
@@ -99,9 +99,9 @@ def test_it_routes_to_an_online_sim_with_the_fewest_queued_segments(client, bob,
                      {"a": busy.id, "b": idle.id, "c": offline.id})
     try:
         for _ in range(2):
-            assert send(client, bob, {"recipient": RECIPIENT, "message": "x", "sim_card_id": busy.id}).status_code == 201
+            assert send(client, bob, {"recipient": RECIPIENT, "message": "x", "sim_card_id": busy.id}).status_code == 200
         r = send(client, bob, {"recipient": RECIPIENT, "message": "route me"})
-        assert r.status_code == 201 and r.get_json()["sim_card_id"] == idle.id
+        assert r.status_code == 200 and r.get_json()["sim_card_id"] == idle.id
         with engine.begin() as conn:
             conn.execute(text("UPDATE sim_cards SET limit_per_minute = 1 WHERE id = :id"), {"id": idle.id})
         r = send(client, bob, {"recipient": RECIPIENT, "message": "route me again"})
@@ -110,7 +110,7 @@ def test_it_routes_to_an_online_sim_with_the_fewest_queued_segments(client, bob,
             conn.execute(text("UPDATE sim_cards SET status = 'inactive' WHERE id IN (:a, :b)"),
                          {"a": busy.id, "b": idle.id})
         r = send(client, bob, {"recipient": RECIPIENT, "message": "only the offline one is left"})
-        assert r.status_code == 201 and r.get_json()["sim_card_id"] == offline.id
+        assert r.status_code == 200 and r.get_json()["sim_card_id"] == offline.id
         with engine.begin() as conn:
             conn.execute(text("UPDATE sim_cards SET status = 'inactive'"))
         r = send(client, bob, {"recipient": RECIPIENT, "message": "no SIM"})
@@ -123,12 +123,12 @@ def test_it_routes_to_an_online_sim_with_the_fewest_queued_segments(client, bob,
 def test_a_pinned_sim_waits_or_fails_as_asked(client, bob, engine):
     offline = make_sim(engine, online=False)
     body = {"recipient": RECIPIENT, "message": "pinned", "sim_card_id": offline.id}
-    assert send(client, bob, body).status_code == 201
+    assert send(client, bob, body).status_code == 200
     r = send(client, bob, {**body, "on_unavailable": "fail"})
     assert r.status_code == 503 and r.get_json()["code"] == "sim_unavailable"
     limited = make_sim(engine, limit_per_day=1)
     body = {"recipient": RECIPIENT, "message": "pinned", "sim_card_id": limited.id, "on_unavailable": "fail"}
-    assert send(client, bob, body).status_code == 201
+    assert send(client, bob, body).status_code == 200
     r = send(client, bob, body)
     assert r.status_code == 429 and r.get_json()["code"] == "sim_limit_reached"
     inactive = make_sim(engine, status="inactive")
@@ -139,7 +139,7 @@ def test_a_pinned_sim_waits_or_fails_as_asked(client, bob, engine):
 def test_it_keeps_schedule_priority_and_expiry(client, bob, sim):
     r = send(client, bob, {"recipient": RECIPIENT, "message": "later", "sim_card_id": sim.id, "priority": "high",
                            "send_at": "2099-01-01T10:00:00Z", "expires_at": "2099-01-02T10:00:00+00:00"})
-    assert r.status_code == 201
+    assert r.status_code == 200
     detail = client.get(f"/api/sms/{r.get_json()['message_id']}", headers=bob.headers).get_json()["message"]
     assert detail["priority"] == "high" and detail["send_at"].startswith("2099-01-01T10:00")
     assert detail["expires_at"].startswith("2099-01-02T10:00")
@@ -256,7 +256,7 @@ def test_it_accepts_messages_while_the_broker_is_down(database_url, redis_url, m
         started = time.monotonic()
         for i in range(3):
             r = send(client, bob, {"recipient": RECIPIENT, "message": f"broker down {i}", "sim_card_id": sim.id})
-            assert r.status_code == 201
+            assert r.status_code == 200
         assert time.monotonic() - started < 3
         assert count_rows(engine, "messages", "sim_card_id = :s AND status = 'queued'", s=sim.id) == 3
         ready = client.get("/readyz")
@@ -269,7 +269,7 @@ def test_it_accepts_messages_while_the_broker_is_down(database_url, redis_url, m
 def test_it_takes_the_api_key_from_the_json_body_as_the_seed_did(client, bob, sim):
     r = client.post("/api/sms", json={"recipient": RECIPIENT, "message": "key in body", "sim_card_id": sim.id,
                                       "api_key": bob.api_key})
-    assert r.status_code == 201
+    assert r.status_code == 200
 
 
 def test_the_access_log_line_of_a_send_names_the_message_it_created(client, bob, sim, caplog):
@@ -278,7 +278,7 @@ def test_the_access_log_line_of_a_send_names_the_message_it_created(client, bob,
     with caplog.at_level(logging.INFO, logger="smsgw_api.access"):
         r = send(client, bob, {"recipient": RECIPIENT, "message": "trace me", "sim_card_id": sim.id})
         refused = send(client, bob, {"recipient": "not-a-number", "message": "x"})
-    assert r.status_code == 201 and refused.status_code == 400
+    assert r.status_code == 200 and refused.status_code == 400
     lines = [rec for rec in caplog.records if rec.name == "smsgw_api.access" and rec.path == "/api/sms"]
     assert [getattr(rec, "message_id", None) for rec in lines] == [r.get_json()["message_id"], None]
 

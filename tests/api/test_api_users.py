@@ -45,3 +45,16 @@ def test_it_keeps_at_least_one_admin(client, alice):
     assert client.put(f"/api/users/{kim}", json={"role": "user"}, headers=alice.headers).status_code == 200
     r = client.put(f"/api/users/{alice.id}", json={"role": "user"}, headers=alice.headers)
     assert r.status_code == 409 and r.get_json()["code"] == "last_admin"
+
+
+def test_an_invalid_field_for_the_last_admin_is_a_400_not_last_admin(client, alice, engine):
+    # She is the last active admin: a valid demotion is refused as such ...
+    r = client.put(f"/api/users/{alice.id}", json={"role": "user"}, headers=alice.headers)
+    assert r.status_code == 409 and r.get_json()["code"] == "last_admin"
+    # ... but an invalid value is first of all invalid, and changes nothing.
+    for body, field in [({"role": "superuser"}, "role"), ({"role": ["admin"]}, "role"),
+                        ({"is_active": "no"}, "is_active"), ({"role": "user", "password": "short"}, "password")]:
+        r = client.put(f"/api/users/{alice.id}", json=body, headers=alice.headers)
+        assert r.status_code == 400, (body, r.get_json())
+        assert r.get_json()["code"] == "validation_error" and field in r.get_json()["fields"]
+    assert count_rows(engine, "users", "id = :id AND role = 'admin' AND is_active", id=alice.id) == 1

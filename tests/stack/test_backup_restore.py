@@ -27,7 +27,7 @@ def psql(stack, sql: str) -> str:
 
 def send(api, text: str) -> int:
     resp = api.post(f"{api.base}/api/sms", json={"recipient": "+4915112340000", "message": text}, timeout=10)
-    assert resp.status_code == 201, resp.text
+    assert resp.status_code == 200, resp.text
     return resp.json()["message_id"]
 
 

@@ -40,7 +40,7 @@ def key_dict(key: ApiKey, username: str | None = None) -> dict:
     }
 
 
-def _create(data: dict, default_name: str):
+def _create(data: dict, default_name: str, status: int = 201):
     p = current_principal()
     session = db.session
     name = data.get("name", default_name)
@@ -71,14 +71,14 @@ def _create(data: dict, default_name: str):
     session.commit()
     out = {"api_key": key, "message": "API key generated successfully", "id": row.id, "prefix": row.prefix,
            "name": row.name, "key": key_dict(row)}
-    return jsonify(out), 201
+    return jsonify(out), status
 
 
 @bp.post("/api/generate-api-key")
 @require_role("viewer", jwt_only=True)
 def generate_api_key():
     data = json_body() if request.get_data(cache=True).strip() else {}
-    return _create(data, "generated")
+    return _create(data, "generated", status=200)  # the seed's status code
 
 
 @bp.post("/api/api-keys")
@@ -131,7 +131,7 @@ _KEY_BODY = {"type": "object", "properties": {
 register("/api/generate-api-key", "POST", {
     "summary": "Generate an API key (seed; JWT only). The key is shown once.", "tags": ["api-keys"],
     "security": [{"Bearer": []}], "requestBody": body_spec(_KEY_BODY, required=False),
-    "responses": {"201": {"description": "api_key, message, id, prefix, name"}}})
+    "responses": {"200": {"description": "api_key, message, id, prefix, name"}}})
 register("/api/api-keys", "POST", {"summary": "Create a named API key (shown once)", "tags": ["api-keys"],
                                    "requestBody": body_spec({**_KEY_BODY, "required": ["name"]}),
                                    "responses": {"201": {"description": "Created"}}})

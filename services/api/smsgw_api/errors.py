@@ -12,6 +12,7 @@ import logging
 
 from flask import Flask, jsonify, request
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,16 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _db_down(exc):
         log.error("database error: %s", str(exc.orig)[:300] if getattr(exc, "orig", None) else exc)
-        return error_response(503, "the database is not reachable; try again shortly", "database_unavailable")
+        return error_response(503, "the database is not reachable; try again shortly", "database_unavailable",
+                              headers={"Retry-After": "1"})
+
+    @app.errorhandler(PoolTimeout)
+    def _pool_exhausted(exc):
+        # Every connection of this worker's pool stayed busy for pool_timeout:
+        # the database is overloaded (or slow), not this request wrong.
+        log.error("database connection pool exhausted: %s", exc)
+        return error_response(503, "the database is busy; try again shortly", "database_busy",
+                              headers={"Retry-After": "1"})
 
     @app.errorhandler(Exception)
     def _crash(exc):

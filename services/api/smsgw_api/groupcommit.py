@@ -10,6 +10,9 @@ request is still answered only after its own row is durable.
 
 If a batch fails (say one row breaks a constraint), its rows are retried one
 transaction each, so only the faulty request sees the error.
+
+A request that waits longer than `wait_timeout` gets `CommitTimeout`, which
+says honestly what became of its item (see `_give_up`).
 """
 from __future__ import annotations
 
@@ -18,6 +21,17 @@ import threading
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+
+
+class CommitTimeout(TimeoutError):
+    """The item was not committed within the wait. `written` is False when it
+    was withdrawn before any transaction took it (it will never be written:
+    a retry is safe), None when a transaction holding it is still running (it
+    may yet commit: the outcome is unknown)."""
+
+    def __init__(self, message: str, written: bool | None):
+        super().__init__(message)
+        self.written = written
 
 
 class _Slot:
@@ -56,11 +70,36 @@ class GroupCommitter:
             self._busy = True
         if not leading:
             if not slot.event.wait(self.wait_timeout):
-                raise TimeoutError("the database did not commit in time")
+                self._give_up(slot)
             if not slot.lead:
                 return self._outcome(slot)
         self._lead()
         return self._outcome(slot)
+
+    def _give_up(self, slot: _Slot) -> None:
+        """After the wait ran out: raise CommitTimeout, or return if the slot
+        was made the next leader meanwhile.
+
+        Not waiting on without end: a commit that hangs (a locked table, a
+        dead disk) would pile up requests until every client timed out
+        without any answer. Not a plain 500 either: a 500 reads as "failed"
+        while the row may still be committed a moment later, and a client
+        that sends again without its Idempotency-Key would then send twice.
+        So the answer says what is known. A slot still waiting in the queue
+        is withdrawn under the lock, so no transaction can take it any more:
+        it is definitely not written. A slot that a running transaction
+        already holds may still commit: its outcome is unknown, and only a
+        retry with the same Idempotency-Key (which replays the stored
+        response if the row did commit) settles it without a duplicate."""
+        with self._lock:
+            if slot.lead:
+                return  # the previous leader handed over to us just now
+            if slot in self._pending:
+                self._pending.remove(slot)
+                raise CommitTimeout("the database did not commit in time; the item was not written", False)
+        if slot.event.is_set():
+            return  # its transaction ended just now; the outcome is known
+        raise CommitTimeout("the database did not commit in time; the item may still be committed", None)
 
     @staticmethod
     def _outcome(slot: _Slot):
@@ -79,10 +118,13 @@ class GroupCommitter:
                 successor = self._pending[0] if self._pending else None
                 if successor is None:
                     self._busy = False
+                else:
+                    # Under the lock: a successor whose wait runs out now
+                    # sees that it leads and must not withdraw (_give_up).
+                    successor.lead = True
             for slot in batch:
                 slot.event.set()
             if successor is not None:
-                successor.lead = True
                 successor.event.set()
 
     def _write(self, batch: list[_Slot]) -> None:

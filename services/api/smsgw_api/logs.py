@@ -9,7 +9,7 @@ from smsgw_common.models import Log
 from .listings import int_arg, paginate, time_filters
 from .openapi import PAGINATION_PARAMS, query, register
 from .security import require_role
-from .web import Page, iso
+from .web import Page, seed_time
 
 bp = Blueprint("logs", __name__)
 L = Log.__table__.c
@@ -31,7 +31,7 @@ def list_logs():
     stmt = time_filters(stmt, L.timestamp)
     rows, meta = paginate(stmt, L.id, page)
     for r in rows:
-        r["timestamp"] = iso(r["timestamp"])
+        r.update(seed_time(r["timestamp"]))
     return jsonify({"logs": rows, "count": len(rows), "pagination": meta})
 
 

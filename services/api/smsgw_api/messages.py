@@ -16,7 +16,7 @@ from .listings import int_arg, paginate, time_filters
 from .openapi import PAGINATION_PARAMS, query, register
 from .security import require_role
 from .sms import PRIORITY_NAMES
-from .web import Page, iso
+from .web import Page, iso, seed_time
 
 bp = Blueprint("messages", __name__)
 
@@ -55,7 +55,8 @@ def _filters(stmt, number_columns):
 
 
 def _row(r: dict) -> dict:
-    for key in ("send_at", "timestamp", "sent_at", "delivered_at", "received_at"):
+    r.update(seed_time(r["timestamp"]))
+    for key in ("send_at", "sent_at", "delivered_at", "received_at"):
         r[key] = iso(r[key])
     r["priority"] = PRIORITY_NAMES.get(r["priority"], r["priority"])
     r["message_id"] = r["id"]
@@ -92,7 +93,7 @@ def sms_status():
     )
     rows, meta = paginate(stmt, M.id, page, count=not request.args.get("q"))
     for r in rows:
-        r["timestamp"] = iso(r["timestamp"])
+        r.update(seed_time(r["timestamp"]))
         r["message_id"] = r["id"]
     return jsonify({"statuses": rows, "count": len(rows), "pagination": meta})
 

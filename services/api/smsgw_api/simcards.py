@@ -130,7 +130,8 @@ def add_sim():
     audit("add_sim_card", f"added SIM card {sim.id}: {', '.join(changed)}", sender_sim=sim.number)
     db.session.commit()
     router().invalidate()
-    return jsonify({"message": "SIM card added successfully", "id": sim.id, "sim_card": _response(sim)}), 201
+    # 200, not 201: the seed's status code.
+    return jsonify({"message": "SIM card added successfully", "id": sim.id, "sim_card": _response(sim)}), 200
 
 
 @bp.put("/api/sim-cards/<int:sim_id>")
@@ -173,7 +174,7 @@ _SIM_BODY = {"type": "object", "properties": {
 register("/api/sim-cards", "GET", {"summary": "List SIM cards (seed)", "tags": ["sim-cards"]})
 register("/api/sim-cards", "POST", {"summary": "Add a SIM card (seed; admin)", "tags": ["sim-cards"],
                                     "requestBody": body_spec({**_SIM_BODY, "required": ["number"]}),
-                                    "responses": {"201": {"description": "message, id, sim_card"}}})
+                                    "responses": {"200": {"description": "message, id, sim_card"}}})
 register("/api/sim-cards/<int:sim_id>", "PUT", {"summary": "Update a SIM card (seed; admin)", "tags": ["sim-cards"],
                                                 "requestBody": body_spec(_SIM_BODY)})
 register("/api/sim-cards/<int:sim_id>", "DELETE", {"summary": "Delete a SIM card (seed; admin)",

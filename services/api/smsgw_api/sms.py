@@ -24,12 +24,12 @@ from smsgw_common.schemas import MessageEventPayload, OutboxWakeup
 
 from .errors import ApiError, Conflict, Forbidden, NotFound, ValidationError
 from .extensions import bus, db
-from .groupcommit import GroupCommitter
+from .groupcommit import CommitTimeout, GroupCommitter
 from .openapi import json_body as body_spec
 from .openapi import register
 from .routing import router
 from .security import current_principal, require_role
-from .web import audit, client_ip, iso, json_body, parse_int, parse_time, request_id, settings
+from .web import audit, client_ip, iso, json_body, parse_int, parse_time, request_id, seed_time, settings
 
 bp = Blueprint("sms", __name__)
 
@@ -83,7 +83,7 @@ def parse_message(data: dict, prefix: str = "") -> dict:
     if sim not in (None, ""):
         out["sim_card_id"] = _collect(fields, prefix, parse_int, sim, "sim_card_id", 1)
     priority = data.get("priority", "normal")
-    if priority not in PRIORITIES:
+    if not isinstance(priority, str) or priority not in PRIORITIES:  # a list or dict is unhashable
         fields[prefix + "priority"] = f"must be one of {', '.join(PRIORITIES)}"
     else:
         out["priority"] = PRIORITIES[priority]
@@ -100,7 +100,7 @@ def parse_message(data: dict, prefix: str = "") -> dict:
                 fields[prefix + "expires_at"] = "must be after send_at"
         out["expires_at"] = exp
     on_unavailable = data.get("on_unavailable", "wait")
-    if on_unavailable not in ("wait", "fail"):
+    if not isinstance(on_unavailable, str) or on_unavailable not in ("wait", "fail"):
         fields[prefix + "on_unavailable"] = "must be 'wait' or 'fail'"
     out["on_unavailable"] = on_unavailable
     if fields:
@@ -215,7 +215,7 @@ def _result(parsed: dict, sim, row) -> dict:
     if row.id is None:
         raise _opted_out_error([parsed["recipient"]])
     return {
-        "message": "SMS queued",
+        "message": "SMS queued for sending",
         "message_id": row.id,
         "sms_id": row.id,
         "id": row.id,
@@ -226,7 +226,7 @@ def _result(parsed: dict, sim, row) -> dict:
         "recipient": parsed["recipient"],
         "encoding": parsed["encoding"],
         "segments": parsed["segments"],
-        "timestamp": iso(row.timestamp),
+        **seed_time(row.timestamp),
         "send_at": iso(parsed["send_at"]),
     }
 
@@ -260,9 +260,25 @@ def _queue_one(parsed: dict, *, idem_key: str | None, req_hash: str | None) -> d
     process are waiting for a commit at the same moment (groupcommit.py)."""
     sim = _route(db.engine.connect, parsed)
     params = _insert_params(parsed, sim, idem_key=idem_key, req_hash=req_hash, batch_id=None)
-    result = _result(parsed, sim, committer().submit(params))  # the committer woke the modem
+    try:
+        row = committer().submit(params)  # the committer wakes the modem
+    except CommitTimeout as exc:
+        raise _commit_timeout(exc, idem_key) from None
+    result = _result(parsed, sim, row)
     router().note_routed(sim.id, parsed["segments"])
     return result
+
+
+def _commit_timeout(exc: CommitTimeout, idem_key: str | None) -> ApiError:
+    """503 for a send whose commit did not finish in time, saying what is
+    known (groupcommit.GroupCommitter._give_up explains the choice)."""
+    if exc.written is False:
+        return ApiError("the database is busy; the SMS was not queued, send it again", 503, "database_busy",
+                        headers={"Retry-After": "1"}, extra={"outcome": "not_queued"})
+    how = ("retry with the same Idempotency-Key: it returns the message if it was queued" if idem_key else
+           "look for it in GET /api/sms/outbox before sending again, or send with an Idempotency-Key")
+    return ApiError(f"the database did not confirm the commit in time; the SMS may or may not be queued: {how}",
+                    503, "outcome_unknown", headers={"Retry-After": "1"}, extra={"outcome": "unknown"})
 
 
 def _existing(idem_key: str, req_hash: str):
@@ -281,9 +297,9 @@ def _existing(idem_key: str, req_hash: str):
     else:
         rows = [first]
     out = [{
-        "message": "SMS queued", "message_id": m.id, "sms_id": m.id, "id": m.id, "sender_sim": m.sender_sim,
+        "message": "SMS queued for sending", "message_id": m.id, "sms_id": m.id, "id": m.id, "sender_sim": m.sender_sim,
         "sim_card_id": m.sim_card_id, "status": m.status, "recipient": m.recipient, "encoding": m.encoding,
-        "segments": m.segments, "timestamp": iso(m.timestamp), "send_at": iso(m.send_at),
+        "segments": m.segments, **seed_time(m.timestamp), "send_at": iso(m.send_at),
     } for m in rows]
     return first.batch_id, out
 
@@ -296,7 +312,8 @@ def _replay(idem_key: str | None, req_hash: str | None, *, batch: bool):
         return None
     batch_id, out = previous
     response = jsonify({"batch_id": batch_id, "messages": out, "count": len(out)} if batch else out[0])
-    response.status_code = 201
+    # 200 as the seed answered a send; a batch (ours) was created, 201.
+    response.status_code = 201 if batch else 200
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -320,7 +337,7 @@ def send_sms():
             return replay
         raise
     g.message_id = result["message_id"]  # joins the access log line to the message
-    return jsonify(result), 201
+    return jsonify(result), 200  # the seed's status code, which its clients check
 
 
 @bp.post("/api/sms/batch")
@@ -426,7 +443,7 @@ def message_dict(m: Message) -> dict:
         "attempts": m.attempts,
         "error_code": m.error_code,
         "error_text": m.error_text,
-        "timestamp": iso(m.timestamp),
+        **seed_time(m.timestamp),
         "queued_at": iso(m.queued_at),
         "sending_at": iso(m.sending_at),
         "sent_at": iso(m.sent_at),
@@ -499,7 +516,7 @@ _IDEM = {"name": "Idempotency-Key", "in": "header", "required": False, "schema":
          "description": "same key + same body returns the original response; a different body gets 409"}
 register("/api/sms", "POST", {
     "summary": "Queue an SMS (seed)", "tags": ["sms"], "parameters": [_IDEM], "requestBody": body_spec(_SEND_ITEM),
-    "responses": {"201": {"description": "message, message_id, sender_sim, status, sim_card_id, encoding, segments"},
+    "responses": {"200": {"description": "message, message_id, sender_sim, status, sim_card_id, encoding, segments"},
                   "422": {"description": "invalid field or opted-out recipient"},
                   "409": {"description": "Idempotency-Key reused with a different body, or SIM inactive"}}})
 register("/api/sms/batch", "POST", {

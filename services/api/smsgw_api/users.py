@@ -29,8 +29,14 @@ def check_username(value) -> str:
 
 
 def check_role(value) -> str:
-    if value not in ROLES:
+    if not isinstance(value, str) or value not in ROLES:
         raise ValidationError({"role": f"must be one of {', '.join(ROLES)}"})
+    return value
+
+
+def _check_active(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError({"is_active": "must be true or false"})
     return value
 
 
@@ -79,7 +85,7 @@ def add_user():
     except ValidationError as exc:
         fields.update(exc.fields)
     role = data.get("role", "user")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         fields["role"] = f"must be one of {', '.join(ROLES)}"
     if fields:
         raise ValidationError(fields)
@@ -98,23 +104,34 @@ def update_user(user_id: int):
     unknown = set(data) - {"role", "password", "is_active", "username"}
     if unknown:
         raise ValidationError({k: "unknown field" for k in sorted(unknown)})
-    changes = []
-    demoting = ("role" in data and data["role"] != "admin") or data.get("is_active") is False
+    # Every field is checked before anything else is decided: an invalid
+    # role is a 400 whoever the user is, not a 409 for the last admin.
+    fields: dict[str, str] = {}
+    new: dict = {}
+    for name, check in (("username", check_username), ("role", check_role), ("is_active", _check_active),
+                        ("password", check_new_password)):
+        if name in data:
+            try:
+                new[name] = check(data[name])
+            except ValidationError as exc:
+                fields.update(exc.fields or {name: exc.message})
+    if fields:
+        raise ValidationError(fields)
+    demoting = new.get("role", "admin") != "admin" or new.get("is_active") is False
     if user.role == "admin" and demoting and _other_active_admins(session, user.id) == 0:
         raise Conflict("this is the last active admin; promote another user first", code="last_admin")
-    if "username" in data:
-        user.username = check_username(data["username"])
+    changes = []
+    if "username" in new:
+        user.username = new["username"]
         changes.append("username")
-    if "role" in data:
-        user.role = check_role(data["role"])
+    if "role" in new:
+        user.role = new["role"]
         changes.append(f"role={user.role}")
-    if "is_active" in data:
-        if not isinstance(data["is_active"], bool):
-            raise ValidationError({"is_active": "must be true or false"})
-        user.is_active = data["is_active"]
+    if "is_active" in new:
+        user.is_active = new["is_active"]
         changes.append(f"is_active={user.is_active}")
-    if "password" in data:
-        user.password_hash = hash_password(check_new_password(data["password"]))
+    if "password" in new:
+        user.password_hash = hash_password(new["password"])
         changes.append("password")
     if not changes:
         raise ApiError("nothing to update; send role, password, is_active or username", 400, "empty_update")

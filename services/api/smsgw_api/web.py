@@ -2,6 +2,7 @@
 pagination parameters, timestamps, the audit trail and CORS."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import re
@@ -30,11 +31,72 @@ def request_id() -> str | None:
 
 
 def client_ip() -> str | None:
+    """The caller's address. Behind our one trusted proxy (TRUST_PROXY) it is
+    the LAST X-Forwarded-For entry: nginx sets that header to the address it
+    saw ($remote_addr), and if a proxy appends instead, whatever is left of
+    the last entry was written by the client and can be forged (to fake the
+    audit trail's ip or to dodge the per-address login limit)."""
     if settings().trust_proxy:
         forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            try:
+                return str(ipaddress.ip_address(last))[:64]
+            except ValueError:
+                pass  # not an address a proxy would write: use the peer's
     return (request.remote_addr or "")[:64] or None
+
+
+def _nul_path(value, path: str) -> str | None:
+    """The JSON path of the first string (or key) in `value` holding a NUL."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return name
+            found = _nul_path(item, name)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{i}]" if path else f"[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _nul_error(field: str) -> ValidationError:
+    return ValidationError({field: "must not contain a NUL character (\\u0000)"}, code="nul_character")
+
+
+def reject_nul_characters() -> None:
+    """One check for every request, before authentication and the views: a
+    NUL cannot be stored in a Postgres text column (psycopg2 refuses to send
+    it), so a NUL in the path, a query parameter, a header or anywhere in a
+    JSON body is a 400 that names the field, not a crash deep in a query."""
+    if "\x00" in request.path:
+        raise _nul_error("path")
+    for key, value in request.args.items(multi=True):
+        if "\x00" in key or "\x00" in value:
+            raise _nul_error(key.replace("\x00", "") or "query")
+    for key, value in request.headers.items():
+        if "\x00" in value:
+            raise _nul_error(key)
+    if not request.is_json:
+        return
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        return  # json_body() answers 413
+    # A NUL can only be in valid JSON as the escape \u0000; skip the walk
+    # for the bodies (nearly all) that do not contain one.
+    if b"\\u0000" not in raw:
+        return
+    found = _nul_path(request.get_json(silent=True), "")
+    if found is not None:
+        raise _nul_error(found or "body")
 
 
 def json_body() -> dict:
@@ -57,12 +119,18 @@ def json_body() -> dict:
     return data
 
 
-def parse_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool):
+INT_MAX = 2**31 - 1  # a Postgres integer column
+BIGINT_MAX = 2**63 - 1
+
+
+def parse_int(value, name: str, minimum: int | None = None, maximum: int | None = INT_MAX) -> int:
+    """An integer (JSON number or decimal string) within bounds; by default
+    one that fits an integer column."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValidationError({name: "must be an integer"})
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
         raise ValidationError({name: "must be an integer"}) from None
     if isinstance(value, float) and value != number:
         raise ValidationError({name: "must be an integer"})
@@ -97,6 +165,14 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def seed_time(value: datetime | None) -> dict:
+    """The seed's `timestamp` (whole Unix seconds, as its clients parse it)
+    and the same instant as ISO 8601 in `created_at`."""
+    if value is None:
+        return {"timestamp": None, "created_at": None}
+    return {"timestamp": int(value.timestamp()), "created_at": value.isoformat()}
+
+
 class Page:
     """`?page=&per_page=` or `?before_id=` (keyset: constant time at any depth)."""
 
@@ -107,7 +183,7 @@ class Page:
         self.before_id = None
         self.page = None
         if args.get("before_id") not in (None, ""):
-            self.before_id = parse_int(args["before_id"], "before_id", 1)
+            self.before_id = parse_int(args["before_id"], "before_id", 1, BIGINT_MAX)
         else:
             self.page = parse_int(args.get("page", 1), "page", 1, 100000)
 
@@ -181,6 +257,7 @@ def init_app(app: Flask) -> None:
         g._started = time.perf_counter()
         if request.method == "OPTIONS" and request.headers.get("Origin") in allowed:
             return current_app.make_default_options_response()
+        reject_nul_characters()
 
     @app.after_request
     def _headers(response):

@@ -24,7 +24,7 @@ export function render(main) {
   });
 
   const cols = [
-    { title: "Time", render: (l) => timeCell(l.timestamp) },
+    { title: "Time", render: (l) => timeCell(l.created_at) },
     { title: "Action", render: (l) => l.action },
     { title: "Actor", render: (l) => l.actor || "" },
     { title: "Status", render: (l) => badge(l.status) },

@@ -23,7 +23,7 @@ function columnsFor(kind) {
   const cols = [
     // The id is a link, so the keyboard reaches the detail too.
     { title: "#", render: (m) => h("a", { href: `#/messages/detail/${encodeURIComponent(m.id)}`, "aria-label": `Message ${m.id}` }, String(m.id)) },
-    { title: "Time", render: (m) => timeCell(m.timestamp) },
+    { title: "Time", render: (m) => timeCell(m.created_at) },
     { title: kind === "inbox" ? "From" : "To", render: (m) => (kind === "inbox" ? m.sender : m.recipient) || "" },
     { title: "Message", cls: "text", render: (m) => m.message ?? "" },
     { title: "Status", render: (m) => badge(m.status) },
@@ -106,7 +106,7 @@ function renderTable(main, { socket }, kind) {
         void tr.offsetWidth;
         tr.classList.add("flash");
       } else if (unfiltered() && tbody() && (d.direction || "outbound") === "outbound") {
-        const row = { id, timestamp: d.timestamp, recipient: d.receiver_number, message: d.message, status: d.status || d.state, sender_sim: d.sender_number, sim_card_id: d.sim_card_id };
+        const row = { id, created_at: d.timestamp, recipient: d.receiver_number, message: d.message, status: d.status || d.state, sender_sim: d.sender_number, sim_card_id: d.sim_card_id };
         tbody().querySelector("td.empty")?.parentElement.remove();
         const tr2 = tableRow(cols, row, { onOpen: open });
         tr2.classList.add("flash");
@@ -116,7 +116,7 @@ function renderTable(main, { socket }, kind) {
   } else {
     offs.push(socket.on("sms_received", (d) => {
       if (!d || !unfiltered() || !tbody()) return;
-      const row = { id: d.id, timestamp: d.timestamp, sender: d.sender, message: d.message, status: "received", sim_card_id: d.sim_card_id };
+      const row = { id: d.id, created_at: d.timestamp, sender: d.sender, message: d.message, status: "received", sim_card_id: d.sim_card_id };
       tbody().querySelector("td.empty")?.parentElement.remove();
       const tr = tableRow(cols, row, { onOpen: open });
       tr.classList.add("flash");
@@ -145,12 +145,12 @@ function renderConversations(main, { socket }, selected) {
   }
 
   function lastOf(msgs) {
-    return [...msgs.values()].sort((a, b) => String(b.timestamp).localeCompare(String(a.timestamp)) || b.id - a.id)[0];
+    return [...msgs.values()].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)) || b.id - a.id)[0];
   }
 
   function drawList() {
     const entries = [...threads.entries()].map(([peer, msgs]) => [peer, lastOf(msgs)])
-      .sort((a, b) => String(b[1].timestamp).localeCompare(String(a[1].timestamp)));
+      .sort((a, b) => String(b[1].created_at).localeCompare(String(a[1].created_at)));
     if (!entries.length) {
       replace(list, h("li", { class: "empty", style: { padding: ".7rem" } }, "No messages yet."));
       return;
@@ -164,10 +164,10 @@ function renderConversations(main, { socket }, selected) {
   function drawThread() {
     if (!current) return;
     const msgs = [...(threads.get(current) || new Map()).values()]
-      .sort((a, b) => String(a.timestamp).localeCompare(String(b.timestamp)) || a.id - b.id);
+      .sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)) || a.id - b.id);
     const bubbles = h("div", { class: "bubbles" }, msgs.map((m) => h("div", { class: `bubble ${m.direction === "inbound" ? "in" : "out"}`, "data-id": String(m.id) },
       m.message ?? "",
-      h("span", { class: "meta" }, fmtTime(m.timestamp), m.direction === "inbound" ? "" : ` · ${m.status}`))));
+      h("span", { class: "meta" }, fmtTime(m.created_at), m.direction === "inbound" ? "" : ` · ${m.status}`))));
     replace(pane, h("h2", { style: { marginTop: "0" } }, current), msgs.length ? bubbles : h("p", { class: "empty" }, "No messages with this number yet."),
       can.send() ? h("p", null, h("a", { href: `#/send/${encodeURIComponent(current)}` }, "Write to this number")) : null);
   }
@@ -203,7 +203,7 @@ function renderConversations(main, { socket }, selected) {
   const offs = [
     socket.on("sms_received", (d) => {
       if (!d) return;
-      add({ id: d.id, direction: "inbound", sender: d.sender, recipient: d.recipient, message: d.message, timestamp: d.timestamp, status: "received" });
+      add({ id: d.id, direction: "inbound", sender: d.sender, recipient: d.recipient, message: d.message, created_at: d.timestamp, status: "received" });
       drawList();
       drawThread();
     }),
@@ -212,7 +212,7 @@ function renderConversations(main, { socket }, selected) {
       const id = d.message_id ?? d.id;
       const peer = d.receiver_number;
       const prev = threads.get(peer)?.get(`outbound:${id}`);
-      add({ ...(prev || {}), id, direction: "outbound", recipient: peer, message: d.message ?? prev?.message, timestamp: prev?.timestamp || d.timestamp, status: d.status || d.state });
+      add({ ...(prev || {}), id, direction: "outbound", recipient: peer, message: d.message ?? prev?.message, created_at: prev?.created_at || d.timestamp, status: d.status || d.state });
       drawList();
       drawThread();
     }),
@@ -249,7 +249,7 @@ function renderDetail(main, { socket }, id) {
             h("dt", null, "Priority"), h("dd", null, String(m.priority ?? "")),
             m.send_at ? [h("dt", null, "Send at"), h("dd", null, fmtTime(m.send_at))] : null,
             m.error_text || m.error_code ? [h("dt", null, "Error"), h("dd", { class: "error-text" }, `${m.error_code ?? ""} ${m.error_text ?? ""}`.trim())] : null,
-            h("dt", null, "Created"), h("dd", null, fmtTime(m.timestamp))),
+            h("dt", null, "Created"), h("dd", null, fmtTime(m.created_at))),
           cancel ? h("div", { class: "actions", style: { marginTop: ".8rem" } }, cancel) : null),
         h("h2", null, "Timeline"),
         events.length
