@@ -191,3 +191,14 @@ def test_the_demo_emulator_is_steered_through_its_control_server(service_env, py
         proc.terminate()
         proc.wait(15)
         engine.dispose()
+
+
+def test_the_worker_loop_keeps_its_heartbeat_file_fresh_for_the_health_check(rig, tmp_path):
+    beat = tmp_path / "alive"
+    r = rig(heartbeat_file=str(beat))
+    r.start_worker()
+    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p["online"])
+    first = wait_for(lambda: beat.exists() and beat.stat().st_mtime_ns, 10)
+    # An idle loop still turns (claim timer): the file keeps being touched.
+    wait_for(lambda: beat.stat().st_mtime_ns > first, 10)
+    r.wait_state(r.queue_sms("with a heartbeat"), "sent", timeout=10)

@@ -39,6 +39,9 @@ class WorkerSettings:
     # How long the parts of a completed concatenated SMS are remembered, so
     # that one delivered again (by the SMSC, or left on the SIM) is dropped.
     inbound_duplicate_window: float = 24 * 3600.0
+    # Touched by the worker loop, so a container health check can tell a
+    # working loop from a hung one (empty: none).
+    heartbeat_file: str = ""
 
     @property
     def worker_id(self) -> str:
@@ -100,4 +103,5 @@ class WorkerSettings:
             claim_batch=env_int("WORKER_CLAIM_BATCH", 10, environ),
             inbound_part_timeout=positive("WORKER_INBOUND_PART_TIMEOUT", 24 * 3600.0),
             inbound_duplicate_window=positive("WORKER_INBOUND_DUPLICATE_WINDOW", 24 * 3600.0),
+            heartbeat_file=environ.get("WORKER_HEARTBEAT_FILE", ""),
         )

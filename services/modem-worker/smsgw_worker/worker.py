@@ -31,6 +31,7 @@ Send errors (errors.classify_send_error):
 from __future__ import annotations
 
 import logging
+import os
 import queue as queue_mod
 import threading
 import time
@@ -184,6 +185,7 @@ class Worker:
         timers = {"claim": 0.0, "refresh": 0.0, "sweep": 0.0}
         try:
             while not self._stop.is_set():
+                self._heartbeat()
                 now = time.monotonic()
                 if self.modem is None and now >= self._next_connect:
                     if self._connect():
@@ -211,6 +213,14 @@ class Worker:
         finally:
             reporter.stop()
             self._shutdown()
+
+    def _heartbeat(self) -> None:
+        if self.s.heartbeat_file:
+            try:
+                with open(self.s.heartbeat_file, "a"):
+                    os.utime(self.s.heartbeat_file)
+            except OSError as exc:
+                log.warning("cannot touch the heartbeat file %s: %s", self.s.heartbeat_file, exc)
 
     def _drain(self, timeout: float) -> None:
         try:
@@ -603,6 +613,7 @@ class Worker:
                     if not owned:
                         log.warning("message %s was reclaimed while waiting in the batch; skipped", msg.id)
                         continue
+                self._heartbeat()
                 token = jsonlog.bind(message_id=msg.id)
                 try:
                     self._send_message(s, msg, parts[msg.id])
