@@ -93,7 +93,8 @@ class DatabaseSettings:
     @classmethod
     def from_env(cls, environ=None) -> "DatabaseSettings":
         environ = os.environ if environ is None else environ
-        url = environ.get("DATABASE_URL")
+        # A URL with the password in it is a secret too (DATABASE_URL_FILE).
+        url = env_secret("DATABASE_URL", environ, required=False)
         if not url:
             password = env_secret("POSTGRES_PASSWORD", environ, required=False) or ""
             user = env_str("POSTGRES_USER", "smsgw", environ)
@@ -152,7 +153,7 @@ class RedisSettings:
     @classmethod
     def from_env(cls, environ=None) -> "RedisSettings":
         environ = os.environ if environ is None else environ
-        url = environ.get("REDIS_URL")
+        url = env_secret("REDIS_URL", environ, required=False)
         if not url:
             password = env_secret("REDIS_PASSWORD", environ, required=False)
             host = env_str("REDIS_HOST", "127.0.0.1", environ)

@@ -85,9 +85,14 @@ def test_it_answers_a_repeated_idempotency_key_with_the_original(client, bob, si
     first = send(client, bob, body, **{"Idempotency-Key": "order-42"})
     again = send(client, bob, body, **{"Idempotency-Key": "order-42"})
     assert first.status_code == again.status_code == 200
-    assert again.get_json()["message_id"] == first.get_json()["message_id"]
+    assert again.get_json() == first.get_json()
     assert again.headers["Idempotent-Replayed"] == "true"
     assert count_rows(engine, "messages", "idempotency_key = 'order-42'") == 1
+    # Still the original answer once the message has moved on.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE messages SET status = 'sent' WHERE idempotency_key = 'order-42'"))
+    later = send(client, bob, body, **{"Idempotency-Key": "order-42"})
+    assert later.get_json() == first.get_json()
     other = send(client, bob, {**body, "message": "something else"}, **{"Idempotency-Key": "order-42"})
     assert other.status_code == 409 and other.get_json()["code"] == "idempotency_mismatch"
 
@@ -306,3 +311,13 @@ def test_a_cancel_is_published_as_a_message_event(client, bob, sim, env):
         sub.disconnect()
     [event] = [e for e in got if e.get("message_id") == mid]
     assert event["state"] == "cancelled" and event["sim_card_id"] == sim.id
+
+
+def test_it_refuses_a_recipient_without_its_country_code_instead_of_guessing_one(client, bob, sim, engine):
+    before = count_rows(engine, "messages")
+    r = send(client, bob, {"recipient": "7911 123456", "message": "which country?", "sim_card_id": sim.id})
+    assert r.status_code == 400
+    assert "country code" in r.get_json()["fields"]["recipient"]
+    assert count_rows(engine, "messages") == before
+    r = send(client, bob, {"recipient": "0049 151 1234-5678", "message": "00 is +", "sim_card_id": sim.id})
+    assert r.status_code == 200 and r.get_json()["recipient"] == "+4915112345678"

@@ -1,7 +1,7 @@
 import pytest
 
 from smsgw_common.settings import (
-    DatabaseSettings, MqttSettings, SettingsError, env_bool, env_int, env_secret,
+    DatabaseSettings, MqttSettings, RedisSettings, SettingsError, env_bool, env_int, env_secret,
 )
 
 
@@ -43,6 +43,15 @@ def test_typed_values_are_checked():
 def test_the_database_url_is_built_from_parts_with_the_password_quoted():
     s = DatabaseSettings.from_env({"POSTGRES_PASSWORD": "p@ss/word:x", "POSTGRES_HOST": "db"})
     assert s.url == "postgresql+psycopg2://smsgw:p%40ss%2Fword%3Ax@db:5432/smsgw"
+
+
+def test_urls_that_carry_a_password_can_come_from_files(tmp_path):
+    db_file, redis_file = tmp_path / "db", tmp_path / "redis"
+    db_file.write_text("postgresql+psycopg2://gw:s3cret@db:5432/gw\n")
+    redis_file.write_text("redis://:s3cret@cache:6379/1\n")
+    env = {"DATABASE_URL_FILE": str(db_file), "REDIS_URL_FILE": str(redis_file), "POSTGRES_HOST": "ignored"}
+    assert DatabaseSettings.from_env(env).url == "postgresql+psycopg2://gw:s3cret@db:5432/gw"
+    assert RedisSettings.from_env(env).url == "redis://:s3cret@cache:6379/1"
 
 
 def test_each_service_has_its_own_broker_user():

@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from smsgw_common import segments as seg
-from smsgw_common.models import CANCELLABLE_STATES, CANCELLED, PRIORITIES, Message
+from smsgw_common.models import CANCELLABLE_STATES, CANCELLED, PRIORITIES, Message, SimCard
 from smsgw_common.queue import record
 from smsgw_common.schemas import MessageEventPayload, OutboxWakeup
 
@@ -38,8 +38,13 @@ _FORMATTING = re.compile(r"[\s\-().]")
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 
 
-def normalize_number(value, field: str) -> str:
-    """The seed's normalisation (drop spaces, add '+'), then E.164."""
+def normalize_number(value, field: str, international: bool = False) -> str:
+    """Spaces, dashes and dots dropped, `00` read as `+`, then E.164.
+
+    With `international` (recipients) the number must carry its country code
+    (`+` or `00`), as the seed demanded: guessing a `+` in front of a national
+    number like 7911123456 would text another country. Otherwise (a SIM's own
+    number, typed by an admin) a missing `+` is added."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationError({field: "is required"},
                               message="Recipient number is required and cannot be empty!" if field.endswith("recipient") else None)
@@ -47,6 +52,8 @@ def normalize_number(value, field: str) -> str:
     if number.startswith("00"):
         number = "+" + number[2:]
     if not number.startswith("+"):
+        if international:
+            raise ValidationError({field: f"{value!r} must start with + (or 00) and the country code"})
         number = "+" + number
     if not E164.match(number):
         raise ValidationError({field: f"{value!r} is not an E.164 number (+ country code and up to 15 digits)"})
@@ -67,7 +74,7 @@ def parse_message(data: dict, prefix: str = "") -> dict:
     s = settings()
     fields: dict[str, str] = {}
     out: dict = {}
-    out["recipient"] = _collect(fields, prefix, normalize_number, data.get("recipient"), "recipient")
+    out["recipient"] = _collect(fields, prefix, normalize_number, data.get("recipient"), "recipient", True)
     text_ = data.get("message")
     if not isinstance(text_, str) or not text_.strip():
         fields[prefix + "message"] = "is required and cannot be empty"
@@ -296,10 +303,16 @@ def _existing(idem_key: str, req_hash: str):
                                   .order_by(Message.id)).all()
     else:
         rows = [first]
+    modems = dict(db.session.execute(select(SimCard.id, SimCard.modem_id)
+                                     .where(SimCard.id.in_({m.sim_card_id for m in rows}))).all())
+    # The answer the first request got (`_result`): it said "queued" whatever
+    # the message has become since (GET /api/sms/<id> tells that); the SIM is
+    # the one it is on now, which differs only if it was rerouted.
     out = [{
         "message": "SMS queued for sending", "message_id": m.id, "sms_id": m.id, "id": m.id, "sender_sim": m.sender_sim,
-        "sim_card_id": m.sim_card_id, "status": m.status, "recipient": m.recipient, "encoding": m.encoding,
-        "segments": m.segments, **seed_time(m.timestamp), "send_at": iso(m.send_at),
+        "sim_card_id": m.sim_card_id, "modem_id": modems.get(m.sim_card_id), "status": "queued",
+        "recipient": m.recipient, "encoding": m.encoding, "segments": m.segments, **seed_time(m.timestamp),
+        "send_at": iso(m.send_at),
     } for m in rows]
     return first.batch_id, out
 
