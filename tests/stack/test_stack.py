@@ -77,6 +77,14 @@ def test_it_refuses_anonymous_and_wrongly_authenticated_mqtt_clients(stack):
     assert "not authorised" in wrong.stdout + wrong.stderr
 
 
+@pytest.mark.parametrize("service", ["api", "modem-worker-demo-1", "stats-collector", "dashboard"])
+def test_our_services_run_as_an_unprivileged_user(stack, service):
+    # PID 1 is docker-init where compose sets `init: true`; the service is its child.
+    uids = stack.exec(service, "sh", "-c", "for s in /proc/[0-9]*/status; do "
+                      "awk '/^Uid:/ {print $3}' \"$s\" 2>/dev/null; done | sort -u").stdout.split()
+    assert uids and "0" not in uids, f"{service} runs processes as root: {uids}"
+
+
 def test_it_confines_each_service_user_to_its_topics(stack):
     def sub(user: str, topic: str):
         password = stack.env[f"MQTT_{user.upper().replace('-', '_')}_PASSWORD"]
