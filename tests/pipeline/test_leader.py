@@ -1,17 +1,19 @@
 """One events leader per deployment; when it dies another API process takes
 over, and events published in between are not lost (persistent MQTT session
-for the live relay; the history in Postgres for webhooks)."""
+for the live relay; the history in Postgres for webhooks and opt-outs)."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 
 import time
 
 import redis as redis_lib
+from sqlalchemy import func, select
 
 from smsgw_common import queue as history
-from smsgw_common.models import Message
+from smsgw_common.models import Message, OptOut
 
 from .conftest import add_modem_and_sim, add_outbound, wait_until
 
@@ -67,3 +69,28 @@ def test_an_event_no_leader_ever_heard_of_is_delivered_once_by_the_next(api, pip
     assert hit.json["type"] == "message.delivered"
     time.sleep(1.0)
     assert len([h for h in receiver.hits if h.json["data"].get("message_id") == msg_id]) == 1
+
+
+def test_a_stop_the_old_leader_never_applied_is_applied_by_the_next(api, pipeline_env, people, db_session):
+    """The leader dies with an inbound STOP in its in-memory queue (its MQTT
+    copy acknowledged and gone): the next leader applies it from the
+    `messages` table, once."""
+    _, sim_id = add_modem_and_sim(db_session)
+    who = f"+4916{secrets.randbelow(10**8):08d}"
+    old = wait_until(lambda: leader_pid(pipeline_env), 15, 0.1, "a leader")
+    os.kill(old, signal.SIGKILL)
+    with db_session() as s:
+        s.add(Message(direction="inbound", sender=who, recipient="+4915100000001", message="Stop.",
+                      status="received", sim_card_id=sim_id))
+        s.commit()
+    wait_until(lambda: (p := leader_pid(pipeline_env)) and p != old and p, 15, 0.1, "a new leader")
+
+    def opted_out() -> int:
+        with db_session() as s:
+            return s.scalar(select(func.count()).select_from(OptOut).where(OptOut.number == who))
+
+    wait_until(opted_out, 15, 0.1, "the opt-out by the next leader")
+    time.sleep(1.0)
+    assert opted_out() == 1
+    refused = api.post("/api/sms", people["bob"], {"recipient": who, "message": "hello"})
+    assert refused.status_code == 422 and refused.json()["code"] == "recipient_opted_out"

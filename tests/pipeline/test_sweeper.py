@@ -25,12 +25,20 @@ def test_a_dead_modems_queue_moves_to_an_online_sim(api, people, mqtt, db_sessio
     dead_modem, dead_sim = add_modem_and_sim(db_session)
     add_modem_and_sim(db_session)  # somewhere to go
     mqtt.modem_state(dead_modem, True)
+    sock = sockets(people["carol"])
+    # The worker's last will, as the broker publishes it. The queue is what it
+    # left behind; written once the gateway knows the modem is gone, because
+    # before that a sweep may rightly even out the queues with it instead.
+    mqtt.modem_state(dead_modem, False, reason="lwt")
+
+    def modem_is_offline():
+        with db_session() as s:
+            return s.get(Modem, dead_modem).online is False
+
+    wait_until(modem_is_offline, 10, 0.05, "the will to mark the modem offline")
     unpinned = [add_outbound(db_session, dead_sim, people["bob"].user_id) for _ in range(3)]
     waits = add_outbound(db_session, dead_sim, people["bob"].user_id, pinned=True, on_unavailable="wait")
     fails = add_outbound(db_session, dead_sim, people["bob"].user_id, pinned=True, on_unavailable="fail")
-    sock = sockets(people["carol"])
-    # The worker's last will, as the broker publishes it.
-    mqtt.modem_state(dead_modem, False, reason="lwt")
 
     for mid in unpinned:
         moved = wait_until(lambda mid=mid: (m := state_of(db_session, mid)).sim_card_id != dead_sim and m,

@@ -5,25 +5,41 @@ default STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT) adds its sender; an
 opt-in keyword (OPTIN_KEYWORDS, default START, UNSTOP) removes it. Both are
 idempotent, so a repeated event changes nothing. `POST /api/sms` refuses
 opted-out recipients; admins view and edit the list here.
+
+Postgres is the truth for which keywords have been applied, as for webhook
+deliveries (webhooks.py): the events leader reads the `messages` table past
+a durable cursor of its own (`event_cursors` row `optouts.inbound_messages`)
+and applies every inbound keyword in the transaction that moves the cursor
+(`KeywordApplier`). An inbound SMS whose MQTT copy never reached a leader
+(lost with a leader's in-memory queue, published while the broker was down)
+is still applied; MQTT only wakes the applier up early, so a STOP takes
+effect within a second.
 """
 from __future__ import annotations
 
+import logging
 import re
 
 from flask import Blueprint, Flask, jsonify, request
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError, IntegrityError
 
 from smsgw_common.models import OptOut
 
 from .errors import NotFound, ValidationError
 from .extensions import db
 from .openapi import PAGINATION_PARAMS, json_body as body_spec, query, register
-from .realtime import emit, pipeline_settings
+from .realtime import WakeableLoop, emit, pipeline_settings
 from .security import require_role
 from .web import Page, audit, iso, json_body
+from .webhooks import EventDeriver
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("optouts", __name__)
+
+CURSOR_NAME = "optouts.inbound_messages"
 
 _SEPARATORS = re.compile(r"[\s\-().]")
 _TRAILING = re.compile(r"[\s.!?,;:]+$")
@@ -72,6 +88,92 @@ def apply_keyword(session, app: Flask, sender: str | None, text: str | None) -> 
 def announce(change: dict) -> None:
     # Only admins manage the list, so only they are told about changes.
     emit("opt_out_update", change, min_role="admin")
+
+
+# --- Applying keywords from the inbound history (leader only) -----------------
+
+
+class InboundKeywords(EventDeriver):
+    """Applies STOP/START from `messages` rows past the durable cursor.
+
+    Every message id is scanned, outbound ones too: ids come from one
+    sequence, so only a contiguous scan tells a row still being committed
+    (handled late, the cursor waits before it) from one of the other
+    direction. Applying is idempotent (an opt-out already there, an opt-in
+    of a number not listed: no change, no announcement), so a replay after a
+    hand-over or a rewound cursor changes nothing; changes are announced to
+    admins only once their transaction has committed.
+    """
+
+    cursor_name = CURSOR_NAME
+    # Where a missing cursor starts: the present (migration 0003 creates it).
+    start_sql = "SELECT coalesce(max(id), 0) FROM messages WHERE direction = 'inbound'"
+    rows_sql = """
+        SELECT e.id, e.direction, e.sender,
+               CASE WHEN e.direction = 'inbound' THEN e.message END AS message
+        FROM messages e
+    """
+
+    def __init__(self, app: Flask, sessionmaker, **kw):
+        super().__init__(sessionmaker, **kw)
+        self.app = app
+        self._changes: list[dict] = []
+
+    def handle(self, session, rows) -> int:
+        applied = 0
+        for row in rows:
+            if row.direction != "inbound" or keyword_of(row.message) is None:
+                continue
+            try:
+                # A row the list cannot take (bad data) must not block every
+                # later keyword behind the cursor: it is logged and passed.
+                with session.begin_nested():
+                    change = apply_keyword(session, self.app, row.sender, row.message)
+            except (DataError, IntegrityError):
+                log.exception("opt-out keyword of inbound message %s could not be applied", row.id)
+                continue
+            applied += 1
+            if change:
+                self._changes.append(change)
+        return applied
+
+    def run_once(self) -> tuple[int, bool]:
+        self._changes = []
+        try:
+            result = super().run_once()
+            changes = self._changes  # committed
+        finally:
+            self._changes = []
+        for change in changes:
+            announce(change)
+        return result
+
+
+class KeywordApplier(WakeableLoop):
+    """The events leader's loop around `InboundKeywords`: a round at once on
+    `wake()` (an inbound MQTT event), else every WEBHOOK_POLL_SECONDS (the
+    same period as the webhook dispatcher's reading of the history), so a
+    keyword whose MQTT copy was lost waits at most that long."""
+
+    thread_name = "optout-keywords"
+
+    def __init__(self, app: Flask):
+        super().__init__()
+        self.app = app
+        self.settings = pipeline_settings(app)
+        self.deriver = InboundKeywords(app, db.state(app).sessionmaker)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self._wake.clear()
+            more = False
+            try:
+                _, more = self.deriver.run_once()
+            except Exception:
+                self.deriver.forget()
+                log.exception("applying opt-out keywords failed")
+            if not more:
+                self._wake.wait(self.settings.webhook_poll_interval)
 
 
 def optout_json(row: OptOut) -> dict:

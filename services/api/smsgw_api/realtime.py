@@ -15,9 +15,10 @@ How it fits together (see docs/realtime.md):
 - Exactly one process per deployment is the *leader*: every API process runs a
   small election (a Redis key set with NX and a TTL, renewed while alive). The
   leader consumes MQTT (message events, modem states), relays them to Socket.IO,
-  queues modem webhook deliveries, maintains opt-outs, and runs the webhook
-  dispatcher (which derives message deliveries from Postgres; MQTT only wakes
-  it) and the sweeper. When it dies its key expires and another process takes over.
+  queues modem webhook deliveries, and runs the webhook dispatcher (which
+  derives message deliveries from Postgres; MQTT only wakes it), the opt-out
+  keyword applier (STOP/START from inbound rows in Postgres; MQTT only wakes
+  it, optouts.py) and the sweeper. When it dies its key expires and another process takes over.
   Its MQTT session is persistent (fixed client id, clean session off), so QoS 1
   events published while no leader was connected are kept by the broker and
   handed to the next leader.
@@ -442,15 +443,17 @@ class Leader:
         self.release()
 
     def _step_up(self) -> None:
-        from smsgw_api import sweeper, webhooks
+        from smsgw_api import optouts, sweeper, webhooks
 
         self.is_leader = True
         consumer = EventConsumer(self.app)
         dispatcher = webhooks.Dispatcher(self.app)
+        keywords = optouts.KeywordApplier(self.app)
         sweep = sweeper.Sweeper(self.app)
         consumer.on_modem_offline = sweep.wake
         consumer.on_deliveries = dispatcher.wake
-        self.services = [consumer, dispatcher, sweep]
+        consumer.on_inbound = keywords.wake
+        self.services = [consumer, dispatcher, keywords, sweep]
         for svc in self.services:
             svc.start()
 
@@ -565,6 +568,7 @@ class EventConsumer:
         self.stopping = threading.Event()
         self.on_modem_offline = lambda: None
         self.on_deliveries = lambda: None
+        self.on_inbound = lambda: None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -576,8 +580,8 @@ class EventConsumer:
 
     def stop(self) -> None:
         # No new messages first, then let the worker finish what is queued
-        # (browsers and opt-outs); webhook deliveries do not depend on this
-        # queue at all, they are derived from Postgres (webhooks.py).
+        # (browsers); webhook deliveries and opt-outs do not depend on this
+        # queue at all, they are derived from Postgres (webhooks.py, optouts.py).
         self.stopping.set()
         self.bus.stop()
         self.queue.put(None)
@@ -603,8 +607,11 @@ class EventConsumer:
         ev = parse(MessageEventPayload, payload)
         if ev is not None:
             # The worker committed the event before publishing it: the
-            # dispatcher can derive its webhook deliveries right away.
+            # dispatcher can derive its webhook deliveries right away, and
+            # the keyword applier find an inbound STOP in `messages`.
             self.on_deliveries()
+            if ev.state == RECEIVED or ev.direction == "inbound":
+                self.on_inbound()
             self.queue.put(("message", ev))
 
     def _enqueue_state(self, topic: str, payload: bytes) -> None:
@@ -632,8 +639,6 @@ class EventConsumer:
                 log.exception("handling a %s event failed", kind)
 
     def handle_message_event(self, ev: MessageEventPayload) -> None:
-        from smsgw_api import optouts
-
         # An inbound event carries everything a browser shows: relay it before
         # touching the database. Outbound events need the row (text, numbers).
         early = ev.state == RECEIVED and ev.message is not None and ev.sender is not None
@@ -652,11 +657,8 @@ class EventConsumer:
                     "sim_card_id": data["sim_card_id"],
                     "timestamp": data["timestamp"],
                 })
-                change = optouts.apply_keyword(session, self.app, data["sender_number"], data["message"])
-            else:
-                change = None
-        if change:
-            optouts.announce(change)
+        # STOP/START is not applied from this copy of the event: the keyword
+        # applier (woken in _enqueue_message_event) reads it from `messages`.
 
     def handle_modem_state(self, modem_id: str, st: ModemState) -> None:
         from smsgw_api import webhooks

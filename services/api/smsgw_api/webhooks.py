@@ -459,7 +459,15 @@ class EventDeriver:
     (a rolled-back insert leaves a gap forever; writers' transactions are
     short). Gaps are remembered in memory only: a new leader re-reads from
     the cursor, which is safe.
+
+    Other consumers of a history table reuse it by overriding `cursor_name`,
+    `start_sql` (where a missing cursor starts), `rows_sql` (the rows, aliased
+    `e`, with an `id` column) and `handle()` (optouts.py does).
     """
+
+    cursor_name = CURSOR_NAME
+    start_sql = "SELECT coalesce(max(id), 0) FROM message_events"
+    rows_sql = _EVENT_COLUMNS
 
     def __init__(self, sessionmaker, batch: int = 500, gap_settle: float = 60.0, max_gaps: int = 200):
         self.sessionmaker = sessionmaker
@@ -472,17 +480,17 @@ class EventDeriver:
 
     def _lock_cursor(self, session) -> int:
         last = session.execute(text("SELECT last_id FROM event_cursors WHERE name = :n FOR UPDATE"),
-                               {"n": CURSOR_NAME}).scalar()
+                               {"n": self.cursor_name}).scalar()
         if last is None:
             # The migration creates the row; if it was removed, start at the
             # present instead of re-delivering all of history.
             session.execute(text(
-                "INSERT INTO event_cursors (name, last_id) "
-                "SELECT :n, coalesce(max(id), 0) FROM message_events ON CONFLICT (name) DO NOTHING"),
-                {"n": CURSOR_NAME})
+                f"INSERT INTO event_cursors (name, last_id) VALUES (:n, ({self.start_sql})) "
+                "ON CONFLICT (name) DO NOTHING"),
+                {"n": self.cursor_name})
             last = session.execute(text("SELECT last_id FROM event_cursors WHERE name = :n FOR UPDATE"),
-                                   {"n": CURSOR_NAME}).scalar()
-            log.warning("webhook event cursor was missing; starting at event %s", last)
+                                   {"n": self.cursor_name}).scalar()
+            log.warning("event cursor %s was missing; starting at id %s", self.cursor_name, last)
         return int(last)
 
     def run_once(self) -> tuple[int, bool]:
@@ -501,10 +509,10 @@ class EventDeriver:
                 params = {}
                 for i, (lo, hi, _) in enumerate(gaps):
                     params[f"lo{i}"], params[f"hi{i}"] = lo, hi
-                late = session.execute(text(_EVENT_COLUMNS + f" WHERE {clauses} ORDER BY e.id"), params).all()
+                late = session.execute(text(self.rows_sql + f" WHERE {clauses} ORDER BY e.id"), params).all()
                 gaps = _subtract(gaps, [r.id for r in late])
                 rows.extend(late)
-            new = session.execute(text(_EVENT_COLUMNS + " WHERE e.id > :after ORDER BY e.id LIMIT :n"),
+            new = session.execute(text(self.rows_sql + " WHERE e.id > :after ORDER BY e.id LIMIT :n"),
                                   {"after": scanned_to, "n": self.batch}).all()
             expected = scanned_to + 1
             for r in new:
@@ -516,18 +524,22 @@ class EventDeriver:
             rows.extend(new)
             gaps = [g for g in gaps if now - g[2] < self.gap_settle][-self.max_gaps:]
             new_cursor = (gaps[0][0] - 1) if gaps else scanned_to
-            inserted = 0
-            if rows:
-                hooks = _active_hooks(session)
-                if hooks:
-                    values = [v for r in rows for v in message_event_deliveries(hooks, r)]
-                    inserted = _insert_deliveries(session, values)
+            inserted = self.handle(session, rows) if rows else 0
             if new_cursor != cursor:
                 session.execute(text("UPDATE event_cursors SET last_id = :c, updated_at = now() WHERE name = :n"),
-                                {"c": new_cursor, "n": CURSOR_NAME})
+                                {"c": new_cursor, "n": self.cursor_name})
         # Committed: only now does this process believe it.
         self._cursor, self._scanned_to, self._gaps = new_cursor, scanned_to, gaps
         return inserted, len(new) >= self.batch
+
+    def handle(self, session, rows) -> int:
+        """Act on `rows` (new, or late after a gap) in the cursor's
+        transaction, idempotently; returns how much it did."""
+        hooks = _active_hooks(session)
+        if not hooks:
+            return 0
+        values = [v for r in rows for v in message_event_deliveries(hooks, r)]
+        return _insert_deliveries(session, values)
 
     def forget(self) -> None:
         self._cursor = None
