@@ -5,7 +5,9 @@ appends to the message's history in the same transaction. Workers take work
 with `claim` (FOR UPDATE SKIP LOCKED, with a lease); `reclaim_expired_leases`
 puts the work of a dead worker back, except a segment that may have left:
 a part in `submitting` means AT+CMGS was written and no +CMGS recorded, and
-such a message becomes `unknown` instead of being sent twice.
+such a message becomes `unknown` instead of being sent twice, unless the
+network already reported one of its parts as never to be delivered: then it
+is `failed` with that report's TP-ST (the network told us).
 """
 from __future__ import annotations
 
@@ -21,6 +23,20 @@ from .models import (
 
 # Part states: written before AT+CMGS, then the outcome.
 PART_SUBMITTING, PART_SENT, PART_DELIVERED, PART_FAILED = "submitting", "sent", "delivered", "failed"
+
+# TP-ST values of a final failure report (TS 23.040 9.2.3.15).
+REPORT_TEXT = {
+    0x40: "remote procedure error", 0x41: "incompatible destination", 0x42: "connection rejected by SME",
+    0x43: "not obtainable", 0x44: "quality of service not available", 0x45: "no interworking available",
+    0x46: "SM validity period expired", 0x47: "SM deleted by originating SME",
+    0x48: "SM deleted by SC administration", 0x49: "SM does not exist",
+}
+
+
+def report_error(status: int) -> str:
+    """The error text of a message failed by a status report."""
+    reason = REPORT_TEXT.get(status, "permanent delivery failure")
+    return f"delivery failed: TP-ST {status:#04x} ({reason})"
 
 STATE_TIME_FIELD = {
     QUEUED: "queued_at",
@@ -124,8 +140,27 @@ def reclaim_expired_leases(session: Session, *, source: str = "sweeper", now: da
         .where(Message.status == SENDING, Message.lease_until < now)
         .with_for_update(skip_locked=True)
     ).all()
-    counts = {QUEUED: 0, UNKNOWN: 0}
+    counts = {QUEUED: 0, UNKNOWN: 0, FAILED: 0}
     for msg in rows:
+        msg.worker_id = None
+        msg.lease_until = None
+        # A part the network reported as never to be delivered: the message
+        # cannot arrive whole, whatever became of the segment in doubt.
+        doomed = session.execute(
+            select(MessagePart.seq, MessagePart.report_status)
+            .where(MessagePart.message_id == msg.id, MessagePart.status == PART_FAILED,
+                   MessagePart.report_status.is_not(None))
+            .order_by(MessagePart.report_at, MessagePart.seq)
+            .limit(1)
+        ).first()
+        if doomed is not None:
+            seq, status = doomed
+            record(
+                session, msg, FAILED, source=source, at=now, error_code=status, error_text=report_error(status),
+                detail=f"worker lost; status report for part {seq}",
+            )
+            counts[FAILED] += 1
+            continue
         in_doubt = session.scalar(
             select(
                 exists().where(
@@ -133,8 +168,6 @@ def reclaim_expired_leases(session: Session, *, source: str = "sweeper", now: da
                 )
             )
         )
-        msg.worker_id = None
-        msg.lease_until = None
         if in_doubt:
             record(
                 session, msg, UNKNOWN, source=source, at=now,

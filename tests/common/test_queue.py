@@ -93,7 +93,7 @@ def test_an_expired_lease_is_requeued_when_nothing_was_written_to_the_modem(fact
     with session_scope(factory) as s:
         queue.claim(s, sim, "w1", lease_seconds=-1)
     with session_scope(factory) as s:
-        assert queue.reclaim_expired_leases(s) == {"queued": 1, "unknown": 0}
+        assert queue.reclaim_expired_leases(s) == {"queued": 1, "unknown": 0, "failed": 0}
     with session_scope(factory) as s:
         assert s.get(Message, mid).status == "queued"
 
@@ -104,11 +104,40 @@ def test_a_lease_lost_between_cmgs_and_its_answer_becomes_unknown_not_a_resend(f
         queue.claim(s, sim, "w1", lease_seconds=-1)
         s.add(MessagePart(message_id=mid, seq=1, sim_card_id=sim, status=queue.PART_SUBMITTING))
     with session_scope(factory) as s:
-        assert queue.reclaim_expired_leases(s) == {"queued": 0, "unknown": 1}
+        assert queue.reclaim_expired_leases(s) == {"queued": 0, "unknown": 1, "failed": 0}
     with session_scope(factory) as s:
         msg = s.get(Message, mid)
         assert msg.status == "unknown"
         assert "not resent" in msg.events[-1].detail
+
+
+def test_a_lost_lease_on_a_message_with_a_failure_report_fails_it_with_the_report_not_unknown(factory, sim):
+    [mid] = enqueue(factory, sim)
+    with session_scope(factory) as s:
+        queue.claim(s, sim, "w1", lease_seconds=-1)
+        # Part 1 left and the network reported it undeliverable; part 2 was in
+        # flight when the worker died.
+        s.add(MessagePart(message_id=mid, seq=1, sim_card_id=sim, status=queue.PART_FAILED, reference=7,
+                          report_status=0x41, report_at=utcnow()))
+        s.add(MessagePart(message_id=mid, seq=2, sim_card_id=sim, status=queue.PART_SUBMITTING))
+    with session_scope(factory) as s:
+        assert queue.reclaim_expired_leases(s) == {"queued": 0, "unknown": 0, "failed": 1}
+    with session_scope(factory) as s:
+        msg = s.get(Message, mid)
+        assert (msg.status, msg.error_code, msg.worker_id, msg.lease_until) == ("failed", 0x41, None, None)
+        assert msg.error_text == "delivery failed: TP-ST 0x41 (incompatible destination)"
+        assert msg.failed_at is not None and "part 1" in msg.events[-1].detail
+
+
+def test_a_refused_send_is_not_a_failure_report_and_the_lost_lease_still_requeues(factory, sim):
+    [mid] = enqueue(factory, sim)
+    with session_scope(factory) as s:
+        queue.claim(s, sim, "w1", lease_seconds=-1)
+        s.add(MessagePart(message_id=mid, seq=1, sim_card_id=sim, status=queue.PART_FAILED))  # AT+CMGS refused
+    with session_scope(factory) as s:
+        assert queue.reclaim_expired_leases(s) == {"queued": 1, "unknown": 0, "failed": 0}
+    with session_scope(factory) as s:
+        assert s.get(Message, mid).status == "queued"
 
 
 def test_messages_past_validity_or_without_report_expire(factory, sim):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -224,3 +225,54 @@ def test_signal_index_maps_to_dbm_and_unknown_is_none():
 ])
 def test_send_errors_are_classified_into_retry_fail_or_sim(exc, kind):
     assert classify_send_error(exc) == kind
+
+
+def test_init_retries_storage_and_indications_while_sms_is_not_ready_after_sim_ready():
+    import dataclasses
+
+    from smsgw_worker.emulator import PROFILES
+
+    emu = Emulator(dataclasses.replace(PROFILES["quectel"], sms_ready_seconds=1.5)).start()
+    modem = ATModem(emu.device, sim_busy_timeout=5, command_timeout=2, sms_ready_timeout=10)
+    try:
+        modem.open()
+        modem.init()
+        assert (modem.cnmi, modem.cpms, modem.setup_problem) == ("2,1,0,1,0", '"SM","SM","SM"', None)
+        assert emu._st.cnmi == [2, 1, 0, 1, 0]
+        assert any(c.startswith("AT+CNMI=") for c in emu.commands[:-1])  # refused at first, then retried
+    finally:
+        modem.close()
+        emu.stop()
+
+
+def test_init_gives_up_after_its_bound_and_says_what_is_missing(scripted):
+    _, modem = scripted({"AT+CNMI=2,1,0,1,0": b"\r\n+CMS ERROR: 302\r\n"}, sms_ready_timeout=0.5)
+    started = time.monotonic()
+    modem.init()
+    assert time.monotonic() - started < 3
+    assert modem.cnmi is None and "AT+CNMI" in modem.setup_problem
+
+
+def test_direct_delivery_sets_csms_1_and_acknowledges_and_sr_is_counted():
+    emu = Emulator("quectel", report_delay=0.05).start()
+    events: queue.Queue = queue.Queue()
+    modem = ATModem(emu.device, sim_busy_timeout=5, command_timeout=2, direct_delivery=True, on_event=events.put)
+    try:
+        modem.open()
+        modem.init()
+        assert (modem.cnmi, modem.needs_ack, modem.report_storage) == ("2,2,0,1,0", True, "SR")
+        assert modem.report_storage_usage() == (0, 30)
+        emu.inject_status_report(5, "+15550001111", store=True)
+        assert modem.report_storage_usage() == (1, 30)
+        [stored] = modem.list_messages(4, "SR")
+        assert isinstance(pdu.decode(stored.pdu), pdu.StatusReport)
+        assert modem.storage_usage() == (0, 30)  # the receive storage is back to SM
+        emu.inject_sms("+15550002222", "direct", store=False)
+        event = events.get(timeout=3)
+        while event.kind != "sms":
+            event = events.get(timeout=3)
+        modem.ack()
+        assert emu.direct_deliveries[-1]["outcome"] == "acked"
+    finally:
+        modem.close()
+        emu.stop()

@@ -248,6 +248,61 @@ def test_direct_delivery_waits_for_cnma_and_repeats_without_it(at, emulator):
     assert at.cmd("AT+CNMA") == ["+CMS ERROR: 340"]
 
 
+def test_with_csms_1_the_next_direct_delivery_waits_for_the_ack_and_an_unacknowledged_report_is_stored(at, emulator):
+    emulator.ack_timeout, emulator.ack_retries = 0.6, 1
+    at.cmd("AT+CSMS=1")
+    at.cmd("AT+CNMI=2,2,0,1,0")
+    emulator.inject_sms("+15556667777", "first", store=False)
+    emulator.inject_sms("+15556667778", "second", store=False)
+    first = at.expect("+CMT:")
+    assert first.count("+CMT:") == 1  # the second waits at the network (TS 27.005 3.4.1)
+    reply = at.cmd("AT+CNMA")
+    assert reply[0] == "OK"
+    lines = at.lines("\n".join(reply) + at.drain(0.2))  # the held-back one follows at once
+    assert decode(lines[lines.index(next(x for x in lines if x.startswith("+CMT:"))) + 1]).text == "second"
+    assert at.cmd("AT+CNMA") == ["OK"]
+    # A +CDS nobody acknowledges: repeated once, then the network stores it.
+    emulator.inject_status_report(9, "+15550001111", 0)
+    out = at.read_until(lambda t: "+CDSI:" in t, timeout=2)
+    assert out.count("+CDS:") == 2 and '+CDSI: "SM",0' in out
+    assert [(d["kind"], d["attempt"], d["outcome"]) for d in emulator.direct_deliveries] == [
+        ("sms", 0, "acked"), ("sms", 0, "acked"), ("report", 0, "repeated"), ("report", 1, "stored")]
+
+
+def test_the_direct_profile_powers_up_with_csms_1_and_cmt_routing(tmp_path):
+    emu = Emulator("direct", link=str(tmp_path / "ttyDIRECT")).start()
+    port = AtPort(emu.device)
+    try:
+        port.cmd("ATE0")
+        assert port.cmd("AT+CSMS?")[0] == "+CSMS: 1,1,1,1"
+        assert port.cmd("AT+CNMI?")[0] == "+CNMI: 2,2,0,1,0"
+    finally:
+        port.close()
+        emu.stop()
+
+
+def test_a_profile_can_refuse_sms_commands_for_a_while_after_sim_ready(tmp_path):
+    import dataclasses
+
+    from smsgw_worker.emulator import PROFILES
+
+    emu = Emulator(dataclasses.replace(PROFILES["simcom"], sms_ready_seconds=0.6),
+                   link=str(tmp_path / "ttySLOW")).start()
+    port = AtPort(emu.device)
+    try:
+        boot = port.read_until(lambda t: "+CPIN: READY" in t, timeout=3)
+        assert "SMS Ready" not in boot
+        port.cmd("ATE0")
+        port.cmd("AT+CMEE=1")
+        assert port.cmd("AT+CNMI=2,1,0,1,0")[-1] == "+CMS ERROR: 302"
+        assert port.cmd('AT+CPMS="SM","SM","SM"')[-1] == "+CMS ERROR: 302"
+        port.read_until(lambda t: "SMS Ready" in t, timeout=3)
+        assert port.cmd("AT+CNMI=2,1,0,1,0") == ["OK"]
+    finally:
+        port.close()
+        emu.stop()
+
+
 def test_a_pdu_can_be_injected_raw(at, emulator):
     # dreamfabric.com/sms SMS-DELIVER example ("hellohello").
     [index] = emulator.inject_pdu("07917283010010F5040BC87238880900F10000993092516195800AE8329BFD4697D9EC37")

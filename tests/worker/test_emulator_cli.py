@@ -70,6 +70,78 @@ def test_the_control_api_drives_the_emulator_and_sigterm_stops_it(emulator_proce
     assert not os.path.exists(device)
 
 
+def test_the_control_api_exposes_every_fault_and_network_control(emulator_process):
+    _, device, base = emulator_process
+
+    def post(path, body=None):
+        r = requests.post(f"{base}{path}", json=body or {}, timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    port = AtPort(device)
+    try:
+        port.cmd("ATE0")
+        port.cmd("AT+CMEE=1")
+        # A raw PDU (dreamfabric.com/sms "hellohello") and a multipart SMS in a chosen order.
+        assert post("/inject", {"pdu": "07917283010010F5040BC87238880900F10000993092516195800AE8329BFD4697D9EC37"}) == {"stored": [0]}
+        assert post("/inject", {"sender": "+15550000002", "text": "x" * 200, "multipart_order": [2, 1],
+                                "concat_ref": 7}) == {"stored": [1, 2]}
+        stored = requests.get(f"{base}/stored", timeout=5).json()
+        assert [decode(m["pdu"]).text for m in stored][0] == "hellohello"
+        assert [decode(m["pdu"]).concat.seq for m in stored[1:]] == [2, 1]
+        port.cmd("AT+CMGD=0,4")
+
+        # Garbage on the line, then a clean answer.
+        assert post("/garbage", {"bytes": 16}) == {"sent": 16}
+        port.drain(0.1)
+        assert port.cmd("AT") == ["OK"]
+
+        # Full storage: a new SMS waits at the network.
+        post("/fill-storage")
+        assert port.cmd("AT+CPMS?")[0].startswith('+CPMS: "SM",30,30')
+        assert post("/inject", {"sender": "+15550000003", "text": "later"}) == {"stored": []}
+        port.cmd("AT+CMGD=0,4")
+
+        # A send that leaves without its reference.
+        assert post("/lose-references", {"count": 1, "final": "ERROR"}) == {"losing": 1, "final": "ERROR"}
+        [part] = encode_submit("+15550001111", "lost ref")
+        port.write(f"AT+CMGS={part.tpdu_length}\r".encode())
+        port.expect("> ")
+        port.write(part.hex.encode() + b"\x1a")
+        assert "+CMGS" not in port.read_until(lambda t: "ERROR" in t)
+
+        # Direct delivery with acknowledgement, and a report from the network.
+        port.drain(0.2)
+        assert post("/direct-delivery", {"on": True}) == {"direct": True}
+        post("/inject", {"sender": "+15550000004", "text": "direct", "store": False})
+        assert "+CMT: ," in port.expect("+CMT:")
+        assert port.cmd("AT+CNMA") == ["OK"]
+        post("/inject-report", {"mr": 3, "recipient": "+15550001111", "status": 0})
+        assert "+CDS: " in port.expect("+CDS:")
+        assert port.cmd("AT+CNMA") == ["OK"]
+        direct = requests.get(f"{base}/direct", timeout=5).json()
+        assert [(d["kind"], d["outcome"]) for d in direct] == [("sms", "acked"), ("report", "acked")]
+        index = post("/inject-report", {"mr": 4, "recipient": "+15550001111", "status": 65, "store": True})["stored"]
+        [report] = [m for m in requests.get(f"{base}/stored", timeout=5).json() if m["index"] == index]
+        assert decode(report["pdu"]).status == 65
+
+        # Signal, registration, report status.
+        assert post("/signal", {"rssi": 9}) == {"rssi": 9}
+        assert port.cmd("AT+CSQ")[0] == "+CSQ: 9,99"
+        post("/registration", {"stat": 5})
+        assert port.cmd("AT+CREG?")[0] == "+CREG: 0,5"
+        assert post("/report-status", {"status": 70}) == {"status": 70}
+
+        # SIM removal and back.
+        assert post("/sim", {"present": False}) == {"present": False}
+        port.drain(0.1)
+        assert port.cmd("AT+CPIN?") == ["+CME ERROR: 10"]
+        post("/sim", {"present": True})
+        assert port.cmd("AT+CPIN?")[-1] == "OK"
+    finally:
+        port.close()
+
+
 @pytest.mark.parametrize(
     "path, body, status",
     [
@@ -78,6 +150,15 @@ def test_the_control_api_drives_the_emulator_and_sigterm_stops_it(emulator_proce
         ("/fail", {"count": -1}, 400),
         ("/latency", {"seconds": "fast"}, 400),
         ("/hang", [], 400),
+        ("/inject", {"pdu": "zz"}, 400),
+        ("/inject", {"sender": "+1555", "text": "x", "multipart_order": "12"}, 400),
+        ("/inject-report", {"mr": 300, "recipient": "+1555"}, 400),
+        ("/garbage", {"bytes": 0}, 400),
+        ("/fill-storage", {"memory": "XX"}, 400),
+        ("/sim", {}, 400),
+        ("/lose-references", {"count": -1}, 400),
+        ("/signal", {"rssi": 40}, 400),
+        ("/registration", {"stat": "home"}, 400),
         ("/nowhere", {}, 404),
     ],
 )

@@ -177,3 +177,23 @@ def test_a_sim_asking_for_a_pin_without_one_configured_is_reported(rig):
 def _last_offline(r: Rig) -> str:
     offline = [p["ts"] for p in r.mqtt.payloads(r.topics.state(r.modem_id)) if not p["online"]]
     return max(offline) if offline else ""
+
+
+def test_sms_not_ready_past_init_is_reported_in_the_health_and_set_up_once_it_is_ready(rig):
+    import dataclasses
+
+    from smsgw_worker.emulator import PROFILES
+
+    slow = dataclasses.replace(PROFILES["simcom"], sms_ready_seconds=4.0)
+    r = rig(profile=slow, sms_ready_timeout=0.5)
+    r.start_worker()
+    state = r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p.get("online") and p.get("last_error"))
+    assert "AT+CNMI" in state["last_error"] and "AT+CPMS" in state["last_error"]
+    assert r.emulator._st.cnmi == [2, 1, 0, 0, 0]  # nothing set yet
+    # Retried on refresh: once the SMS service is up, +CNMI is set and the error goes.
+    wait_for(lambda: r.worker.modem.cnmi is not None and r.worker.last_error is None, 15)
+    assert r.emulator._st.cnmi == [2, 1, 0, 1, 0]
+    with r.Session() as s:
+        assert s.get(Modem, r.modem_id).last_error is None
+    r.emulator.inject_sms("+15550003131", "after sms ready")
+    assert [m.message for m in wait_for(lambda: r.inbound(), 10)] == ["after sms ready"]

@@ -75,11 +75,55 @@ def test_the_same_sms_delivered_twice_is_stored_once(rig):
 
 
 def test_it_acknowledges_directly_delivered_sms(rig):
-    r = rig()
+    r = rig(profile="direct", direct_delivery=True, emulator_kw={"ack_timeout": 1.0})
     r.start_worker()
+    assert (r.emulator._st.csms, r.emulator._st.cnmi[1]) == (1, 2)  # +CMT, acknowledged with AT+CNMA
     r.emulator.inject_sms("+15550007777", "direct", store=False)
     msgs = wait_for(lambda: r.inbound(), 10)
-    assert msgs[0].message == "direct"
+    assert [m.message for m in msgs] == ["direct"]
+    [delivery] = wait_for(lambda: [d for d in r.emulator.direct_deliveries if d["outcome"]], 5)
+    assert (delivery["kind"], delivery["attempt"], delivery["outcome"]) == ("sms", 0, "acked")
+    assert r.emulator.stored_messages() == []  # nothing left for the network to store
+
+
+def test_direct_delivery_during_a_slow_batch_is_acknowledged_in_time_and_recorded_once(rig):
+    # Eight sends at 0.4 s each keep the worker busy for over 3 s; the
+    # network repeats an unacknowledged +CMT/+CDS after 1 s.
+    r = rig(profile="direct", direct_delivery=True,
+            emulator_kw={"ack_timeout": 1.0, "send_latency": 0.4, "report_delay": 0.05})
+    r.start_worker()
+    ids = [r.queue_sms(f"batch {i}") for i in range(8)]
+    r.emulator.wait_sent(1, timeout=10)
+    r.emulator.inject_sms("+15550008888", "while you were sending", store=False)
+    for mid in ids:
+        r.wait_state(mid, "delivered", 20)
+    assert len(r.emulator.sent) == 8  # one batch, all sent once
+    msgs = wait_for(lambda: r.inbound(), 10)
+    time.sleep(0.5)
+    assert [m.message for m in r.inbound()] == ["while you were sending"] == [m.message for m in msgs]
+    deliveries = wait_for(lambda: (d := list(r.emulator.direct_deliveries)) and all(x["outcome"] for x in d) and d, 5)
+    assert sorted(d["kind"] for d in deliveries) == ["report"] * 8 + ["sms"]
+    late = [d for d in deliveries if d["attempt"] > 0 or d["outcome"] != "acked"]
+    assert late == []  # every +CMT/+CDS acknowledged the first time, none repeated
+    assert max(d["acked_at"] - d["at"] for d in deliveries) < 1.0
+    assert r.emulator.stored_messages() == []
+
+
+def test_a_truncated_direct_sms_is_not_acknowledged_and_arrives_when_the_network_repeats_it(rig):
+    r = rig(profile="direct", direct_delivery=True, emulator_kw={"ack_timeout": 0.5})
+    r.start_worker()
+    from smsgw_worker import pdu
+
+    when = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    [hexpdu] = pdu.encode_deliver("+15550009191", "second time lucky", scts=when, smsc="+15550000000")
+    with r.emulator._lock:  # a +CMT whose PDU line got lost on the wire
+        r.emulator._urc(f"+CMT: ,{len(hexpdu) // 2 - 8}")
+    time.sleep(1.5)  # the link hands a +CMT without its PDU over after 1 s
+    assert r.inbound() == [] and "AT+CNMA" not in r.emulator.commands  # nothing to acknowledge
+    # The network, having no acknowledgement, delivers it again.
+    r.emulator.inject_pdu(hexpdu, store=False)
+    msgs = wait_for(lambda: r.inbound(), 10)
+    assert [m.message for m in msgs] == ["second time lucky"]
 
 
 def _parts(r: Rig) -> int:
@@ -161,3 +205,31 @@ def test_markers_of_completed_messages_are_pruned_after_the_duplicate_window(rig
     wait_for(lambda: r.inbound(), 10)
     assert _markers(r) == 3
     wait_for(lambda: _markers(r) == 0, 10)
+
+
+def test_status_reports_stored_in_sr_while_the_worker_was_down_are_read_at_start(rig):
+    r = rig(profile="quectel", emulator_kw={"report_delay": 3600})  # the emulator's own report never comes
+    r.start_worker()
+    mid = r.queue_sms("report me later", recipient="+15550004444")
+    r.wait_state(mid, "sent")
+    [sent] = r.emulator.sent
+    r.stop_worker()
+    # It came while nobody listened, announced by a +CDSI no one read.
+    assert r.emulator.inject_status_report(sent["mr"], "+15550004444", 0, store=True) == 0
+    assert [m["memory"] for m in r.emulator.stored_messages()] == ["SR"]
+    r.start_worker()
+    r.wait_state(mid, "delivered", 10)
+    wait_for(lambda: r.emulator.stored_messages() == [], 5)  # deleted once recorded
+
+
+def test_a_failure_report_left_in_sr_without_its_cdsi_is_found_by_the_storage_check(rig):
+    r = rig(profile="quectel", emulator_kw={"report_delay": 3600})
+    r.start_worker()
+    mid = r.queue_sms("no such number", recipient="+15550004445")
+    r.wait_state(mid, "sent")
+    [sent] = r.emulator.sent
+    time.sleep(0.7)  # past the start-up scan: only the periodic storage check can find it
+    r.emulator.inject_status_report(sent["mr"], "+15550004445", 0x41, store=True)
+    msg = r.wait_state(mid, "failed", 10)
+    assert msg.error_code == 0x41 and "incompatible destination" in msg.error_text
+    wait_for(lambda: r.emulator.stored_messages() == [], 5)

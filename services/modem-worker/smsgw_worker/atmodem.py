@@ -27,6 +27,9 @@ REGISTRATION = {0: "not_registered", 1: "home", 2: "searching", 3: "denied", 4: 
 # Tried in order: +CMTI for new SMS and +CDS for reports, then +CDSI (reports
 # stored), then buffer mode 1 for modems that refuse mode 2.
 CNMI_VARIANTS = ("2,1,0,1,0", "2,1,0,2,0", "1,1,0,1,0", "1,1,0,2,0", "2,1,0,0,0")
+# Direct delivery (with AT+CSMS=1): +CMT and +CDS, each acknowledged by AT+CNMA.
+CNMI_DIRECT = "2,2,0,1,0"
+CPMS_VARIANTS = ('"SM","SM","SM"', '"ME","ME","ME"', '"SM","SM"', '"SM"')
 # +CME codes that answer AT+CPIN? with what is wrong with the SIM (TS 27.007
 # 9.2), as SimProblem reasons.
 SIM_CME_REASONS = {10: "sim_missing", 13: "sim_failure", 14: "sim_busy"}
@@ -99,6 +102,8 @@ class ATModem:
         command_timeout: float = 10.0,
         send_timeout: float = 120.0,
         sim_busy_timeout: float = 30.0,
+        sms_ready_timeout: float = 30.0,
+        direct_delivery: bool = False,
         on_event: Callable[[ModemEvent], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
     ):
@@ -107,6 +112,8 @@ class ATModem:
         self.command_timeout = command_timeout
         self.send_timeout = send_timeout
         self.sim_busy_timeout = sim_busy_timeout
+        self.sms_ready_timeout = sms_ready_timeout
+        self.direct_delivery = direct_delivery
         self.on_event = on_event or (lambda event: None)
         self.link = SerialLink(
             device, baudrate=baudrate, on_unsolicited=self._unsolicited,
@@ -115,6 +122,9 @@ class ATModem:
         self.cnmi: str | None = None
         self.cpms = '"SM","SM","SM"'  # the storage init settled on
         self.needs_ack = False  # AT+CSMS=1: +CMT/+CDS must be acknowledged with AT+CNMA
+        self.report_storage: str | None = None  # "SR" where the modem has a memory of its own for reports
+        self.setup_problem: str | None = None  # what SMS setup could not do (health last_error)
+        self._pdu_mode = self._cpms_ok = self._csms_ok = False
         self._ussd_waiter: list | None = None
         self._ussd_lock = threading.Lock()
 
@@ -158,22 +168,79 @@ class ATModem:
         self._try("ATE0")
         self._try("AT+CMEE=1")
         self.unlock_sim()
-        self.cmd("AT+CMGF=0")
-        for storage in ('"SM","SM","SM"', '"ME","ME","ME"', '"SM","SM"', '"SM"'):
-            if self._try(f"AT+CPMS={storage}") is not None:
-                self.cpms = storage
-                break
         self.cnmi = None
-        for variant in CNMI_VARIANTS:
-            if self._try(f"AT+CNMI={variant}") is not None:
-                self.cnmi = variant
+        self.report_storage = None
+        self._pdu_mode = self._cpms_ok = self._csms_ok = False
+        self.setup_sms()
+        if not self._pdu_mode:
+            raise CommandError("AT+CMGF=0", self.setup_problem or "PDU mode refused")
+
+    def setup_sms(self, timeout: float | None = None) -> str | None:
+        """PDU mode, storage and new-message indications (AT+CMGF, AT+CPMS,
+        AT+CSMS, AT+CNMI), retried with a bounded backoff while the modem
+        refuses them: many refuse every SMS command for seconds after
+        +CPIN: READY ("SMS not ready", until "SMS Ready" / "+QIND: SMS DONE"),
+        and without +CNMI there are neither +CMTI nor status reports.
+
+        Returns what is still wrong after `timeout` seconds (also kept in
+        `setup_problem`), or None. timeout=0 is one attempt (the worker's
+        refresh calls it so while a problem persists)."""
+        timeout = self.sms_ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            problems = self._setup_sms_once()
+            if not problems or time.monotonic() + delay > deadline:
                 break
-        if self.cnmi is None:
-            log.warning("modem accepts no AT+CNMI setting; new messages are found by polling only")
-        lines = self._try("AT+CSMS?") or []
-        for line in lines:
+            log.info("SMS setup incomplete (%s); retrying in %.1fs", "; ".join(problems), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        problem = "; ".join(problems) or None
+        if problem and problem != self.setup_problem:
+            log.warning("SMS setup incomplete: %s", problem)
+        self.setup_problem = problem
+        return problem
+
+    def _setup_sms_once(self) -> list[str]:
+        problems: list[str] = []
+        if not self._pdu_mode:
+            if self._try("AT+CMGF=0") is None:
+                return ["AT+CMGF=0 (PDU mode) refused"]
+            self._pdu_mode = True
+        if not self._cpms_ok:
+            for storage in CPMS_VARIANTS:
+                if self._try(f"AT+CPMS={storage}") is not None:
+                    self.cpms, self._cpms_ok = storage, True
+                    break
+            else:
+                problems.append("no AT+CPMS storage accepted")
+        if self.direct_delivery and not self._csms_ok:
+            if self._try("AT+CSMS=1") is not None:
+                self._csms_ok = True
+            else:
+                problems.append("AT+CSMS=1 refused: no direct delivery")
+        direct = self.direct_delivery and self._csms_ok
+        if self.cnmi is None or (direct and self.cnmi != CNMI_DIRECT):
+            for variant in ((CNMI_DIRECT,) if direct else ()) + CNMI_VARIANTS:
+                if self._try(f"AT+CNMI={variant}") is not None:
+                    self.cnmi = variant
+                    break
+            if self.cnmi is None:
+                problems.append("no AT+CNMI setting accepted: no +CMTI and no status reports, "
+                                "new messages are found by polling only")
+        lines = self._try("AT+CSMS?")
+        if lines is None:
+            # Unknown: an AT+CNMA the modem refuses costs less than one it missed.
+            self.needs_ack = self.needs_ack or self._csms_ok
+        for line in lines or []:
             if line.startswith("+CSMS:"):
                 self.needs_ack = _csv(_strip_head(line))[0] == "1"
+        if self.report_storage is None:
+            for line in self._try("AT+CPMS=?") or []:
+                first = re.match(r"\+CPMS:\s*\(([^)]*)\)", line)
+                if first and '"SR"' in first.group(1).upper():
+                    self.report_storage = "SR"
+        return problems
 
     def unlock_sim(self) -> None:
         """Wait out SIM busy after power-up, enter the PIN if asked."""
@@ -346,8 +413,10 @@ class ATModem:
             i += 1
         return out
 
-    def list_messages(self, stat: int = 4) -> list[StoredMessage]:
-        return self._parse_listing(self.cmd(f"AT+CMGL={stat}", max(self.command_timeout, 30)), "+CMGL:")
+    def list_messages(self, stat: int = 4, storage: str | None = None) -> list[StoredMessage]:
+        """AT+CMGL in the read storage, or in `storage` ("SR") for this listing only."""
+        with self._storage(storage, strict=True):
+            return self._parse_listing(self.cmd(f"AT+CMGL={stat}", max(self.command_timeout, 30)), "+CMGL:")
 
     def read_message(self, index: int, storage: str | None = None) -> StoredMessage | None:
         with self._storage(storage):
@@ -364,12 +433,16 @@ class ATModem:
             self.cmd(f"AT+CMGD={index}")
 
     @contextmanager
-    def _storage(self, storage: str | None):
-        """Read/delete in `storage` (from +CMTI/+CDSI), then back to what init chose."""
+    def _storage(self, storage: str | None, strict: bool = False):
+        """Read/delete in `storage` (from +CMTI/+CDSI), then back to what init
+        chose. strict: a refused switch raises instead of reading the default."""
         current = self.cpms.split(",")[0].strip('"')
         switched = bool(storage) and storage.upper() != current
         if switched:
-            self._try(f'AT+CPMS="{storage}"')
+            if strict:
+                self.cmd(f'AT+CPMS="{storage}"')
+            else:
+                self._try(f'AT+CPMS="{storage}"')
         try:
             yield
         finally:
@@ -379,6 +452,26 @@ class ATModem:
     def storage_usage(self) -> tuple[int, int] | None:
         """(used, total) of the receive storage, from AT+CPMS?."""
         for line in self._try("AT+CPMS?") or []:
+            if line.startswith("+CPMS:"):
+                parts = _csv(_strip_head(line))
+                try:
+                    return int(parts[1]), int(parts[2])
+                except (ValueError, IndexError):
+                    return None
+        return None
+
+    def report_storage_usage(self) -> tuple[int, int] | None:
+        """(used, total) of the status report memory ("SR") where the modem
+        has one: AT+CPMS? lists only the three selected memories."""
+        if not self.report_storage:
+            return None
+        try:
+            with self._storage(self.report_storage, strict=True):
+                lines = self.cmd("AT+CPMS?")
+        except CommandError as exc:
+            log.debug("cannot read %s usage: %s", self.report_storage, exc)
+            return None
+        for line in lines:
             if line.startswith("+CPMS:"):
                 parts = _csv(_strip_head(line))
                 try:

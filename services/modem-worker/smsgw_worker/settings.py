@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass
 
 from smsgw_common.settings import (
-    CommonSettings, SettingsError, env_float, env_int, env_secret, env_str,
+    CommonSettings, SettingsError, env_bool, env_float, env_int, env_secret, env_str,
 )
 from smsgw_common.topics import check_id
 
@@ -24,6 +24,12 @@ class WorkerSettings:
     command_timeout: float = 10.0
     send_timeout: float = 120.0
     sim_busy_timeout: float = 30.0
+    # How long init retries AT+CPMS/AT+CNMI while the modem says "SMS not
+    # ready" (after that: online, the problem in last_error, retried on refresh).
+    sms_ready_timeout: float = 30.0
+    # AT+CSMS=1 and AT+CNMI=2,2,0,1,0: new SMS as +CMT, reports as +CDS, each
+    # acknowledged with AT+CNMA once recorded (nothing left on the SIM).
+    direct_delivery: bool = False
     claim_interval: float = 2.0
     refresh_interval: float = 30.0
     sweep_interval: float = 30.0
@@ -90,6 +96,8 @@ class WorkerSettings:
             command_timeout=positive("MODEM_COMMAND_TIMEOUT", 10.0),
             send_timeout=positive("MODEM_SEND_TIMEOUT", 120.0),
             sim_busy_timeout=positive("MODEM_SIM_BUSY_TIMEOUT", 30.0),
+            sms_ready_timeout=positive("MODEM_SMS_READY_TIMEOUT", 30.0),
+            direct_delivery=env_bool("MODEM_DIRECT_DELIVERY", False, environ),
             claim_interval=positive("WORKER_CLAIM_INTERVAL", 2.0),
             refresh_interval=positive("WORKER_REFRESH_INTERVAL", 30.0),
             sweep_interval=positive("WORKER_SWEEP_INTERVAL", 30.0),

@@ -2,8 +2,19 @@
 
 Everything that touches the modem or the database runs on one thread, the
 loop in `Worker.run`; the serial reader and the MQTT client only put events
-on `self.events`. So a delivery report that arrives in the middle of a send
-waits until that message is done, and no two commands ever race.
+on `self.events`. So a +CMTI/+CDSI that arrives in the middle of a send
+waits until that batch is done, and no two commands ever race.
+
+Direct delivery (+CMT, +CDS; with AT+CSMS=1 each waits for AT+CNMA, and a
+late acknowledgement makes the network deliver it again) cannot wait for a
+batch that may take minutes: those events go to `self.direct` and are
+handled between segments too (`_service_direct`), never later than the
+AT+CMGS in flight when they came. Order: the message or report is committed
+first, AT+CNMA follows, so nothing acknowledged is ever lost. If the commit
+fails (database down) no AT+CNMA is sent and the network delivers it again;
+if it is slow, the acknowledgement is late and the network may deliver it
+again: the duplicate detection below (`_store_inbound`) drops such a repeat,
+and a repeated report changes nothing.
 
 Outbound, per segment: the part is committed as `submitting` BEFORE AT+CMGS
 is written and as `sent` with its reference right after `+CMGS: <mr>`. If the
@@ -67,12 +78,7 @@ from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-REPORT_TEXT = {
-    0x40: "remote procedure error", 0x41: "incompatible destination", 0x42: "connection rejected by SME",
-    0x43: "not obtainable", 0x44: "quality of service not available", 0x45: "no interworking available",
-    0x46: "SM validity period expired", 0x47: "SM deleted by originating SME",
-    0x48: "SM deleted by SC administration", 0x49: "SM does not exist",
-}
+REPORT_TEXT = q.REPORT_TEXT  # one wording for the worker and the lease reclaim
 
 
 SIM_TEXT = {"sim_missing": "SIM not inserted", "pin_required": "SIM PIN required",
@@ -113,8 +119,7 @@ def _report_tail(number: str | None) -> str:
 
 
 def _report_error(status: int) -> str:
-    reason = REPORT_TEXT.get(status, "permanent delivery failure")
-    return f"delivery failed: TP-ST {status:#04x} ({reason})"
+    return q.report_error(status)
 
 
 def _failed_by_report(part) -> bool:
@@ -135,6 +140,10 @@ class Worker:
         self.engine = make_engine(settings.common.database.url, pool_size=2, max_overflow=2, pre_ping=False)
         self.Session = make_sessionmaker(self.engine)
         self.events: queue_mod.Queue = queue_mod.Queue()
+        self.direct: queue_mod.Queue = queue_mod.Queue()  # (+CMT/+CDS event, generation) awaiting AT+CNMA
+        # Messages of the running batch a report came for while they were
+        # still `sending`: settled (delivered/failed) once they are `sent`.
+        self._reported_while_sending: set[int] = set()
         self.modem: ATModem | None = None
         self.identity: Identity | None = None
         self.sim_card_id: int | None = None
@@ -244,6 +253,9 @@ class Worker:
         elif kind == "fatal":
             if item[2] == self._generation and self.modem is not None:
                 self._lost("unplugged", str(item[1]))
+        elif kind == "direct":
+            if self.modem is not None:
+                self._guard(self._service_direct)
         elif kind == "wakeup":
             self._want_claim = True
         elif kind == "command":
@@ -300,8 +312,9 @@ class Worker:
         modem = ATModem(
             self.device, pin=self.s.pin, baudrate=self.s.baudrate,
             command_timeout=self.s.command_timeout, send_timeout=self.s.send_timeout,
-            sim_busy_timeout=self.s.sim_busy_timeout,
-            on_event=lambda event: self.events.put(("modem", event, gen)),
+            sim_busy_timeout=self.s.sim_busy_timeout, sms_ready_timeout=self.s.sms_ready_timeout,
+            direct_delivery=self.s.direct_delivery,
+            on_event=lambda event: self._modem_event(event, gen),
             on_fatal=lambda exc: self.events.put(("fatal", exc, gen)),
         )
         try:
@@ -325,6 +338,8 @@ class Worker:
         self.modem = modem
         try:
             self._register()
+            # Online, but without +CNMI (say): the health says what is missing.
+            self.last_error = modem.setup_problem
             self._rescan = True  # read what arrived while nobody listened
             self._refresh()
         except SQLAlchemyError as exc:
@@ -343,6 +358,14 @@ class Worker:
         log.info("modem %s online on %s (%s %s)", self.modem_id, self.device,
                  self.identity.manufacturer, self.identity.model)
         return True
+
+    def _modem_event(self, event: ModemEvent, gen: int) -> None:
+        """Serial reader thread: enqueue only."""
+        if event.kind in ("sms", "report"):
+            self.direct.put((event, gen))
+            self.events.put(("direct",))
+        else:
+            self.events.put(("modem", event, gen))
 
     def _offline(self, reason: str, error: str) -> bool:
         if reason != self.offline_reason or error != self.last_error:
@@ -428,9 +451,18 @@ class Worker:
             "signal_quality": quality, "signal_dbm": dbm,
             "registration": modem.registration(), "operator": modem.operator(),
         }
+        if modem.setup_problem is not None:
+            # "SMS not ready" outlasted init (or +CNMI was never accepted): try again.
+            before = modem.setup_problem
+            if modem.setup_sms(timeout=0) is None:
+                log.info("SMS setup complete (cnmi %s)", modem.cnmi)
+                self._rescan = True  # what came while there were no +CMTI
+            if self.last_error in (None, before):
+                self.last_error = modem.setup_problem
         self._mark_modem_row(online=True)
         usage = modem.storage_usage()
-        if self._rescan or (usage and usage[0] > 0):
+        reports = modem.report_storage_usage() if modem.report_storage else None
+        if self._rescan or (usage and usage[0] > 0) or (reports and reports[0] > 0):
             # A missed +CMTI, a full SIM or a database hiccup left messages there.
             self._rescan = False
             self._read_stored()
@@ -595,6 +627,7 @@ class Worker:
             claimed_at = time.monotonic()
             if not claimed:
                 return False
+            self._reported_while_sending.clear()
             for msg in claimed:
                 self._publish_event(msg, SENDING)
             parts: dict[int, dict[int, MessagePart]] = {m.id: {} for m in claimed}
@@ -614,6 +647,10 @@ class Worker:
                         log.warning("message %s was reclaimed while waiting in the batch; skipped", msg.id)
                         continue
                 self._heartbeat()
+                self._service_direct_now()
+                if msg.id in self._reported_while_sending:
+                    for part in parts[msg.id].values():
+                        s.refresh(part)  # a report changed it since the batch began
                 token = jsonlog.bind(message_id=msg.id)
                 try:
                     self._send_message(s, msg, parts[msg.id])
@@ -703,12 +740,29 @@ class Worker:
                 q.extend_lease(s, msg.id, self.worker_id, self.s.lease_seconds)
                 s.commit()
                 lease_at = time.monotonic()
+            self._service_direct_now()  # a +CDS/+CMT must not wait for the other segments
         msg.lease_until = None
         self._finish(s, msg, SENT)
-        if parts:
-            # Resumed: a part that left on an earlier attempt may have been
-            # reported failed meanwhile, and no later report would say so.
-            self._fail_if_reported(s, msg)
+        if parts or msg.id in self._reported_while_sending:
+            # Resumed, or reported while still sending: a part may have been
+            # reported failed or all delivered meanwhile, and no later report
+            # would say so.
+            self._reported_while_sending.discard(msg.id)
+            self._settle_reports(s, msg)
+
+    def _service_direct_now(self) -> None:
+        """Between segments and messages of a batch (no transaction open)."""
+        if not self.direct.empty():
+            self._service_direct()
+
+    def _settle_reports(self, s, msg: Message) -> None:
+        """A `sent` message whose reports came before it was: failed or delivered."""
+        if self._fail_if_reported(s, msg):
+            return
+        delivered = s.scalar(select(func.count()).select_from(MessagePart).where(
+            MessagePart.message_id == msg.id, MessagePart.status == q.PART_DELIVERED))
+        if delivered >= (msg.segments or 1):
+            self._finish(s, msg, DELIVERED)
 
     def _fail_if_reported(self, s, msg: Message) -> bool:
         """Fail `msg` if one of its parts has a final failure report."""
@@ -762,11 +816,7 @@ class Worker:
             if self._handle_pdu(stored.pdu):
                 modem.delete_message(event.index, event.storage)
         elif event.kind in ("sms", "report"):
-            if event.pdu is None:
-                log.warning("truncated %s (no PDU line); ignored", event.line)
-            else:
-                self._handle_pdu(event.pdu)
-            modem.ack()  # promptly: a late +CNMA makes the network deliver it again
+            self._record_and_ack(event)
         elif event.kind == "sim":
             if "READY" not in event.line.upper() or "NOT READY" in event.line.upper():
                 state = modem.sim_state()
@@ -783,12 +833,47 @@ class Worker:
             else:
                 log.info("unknown unsolicited line ignored: %r", event.line[:200])
 
+    def _service_direct(self) -> None:
+        """Record, then acknowledge, each +CMT/+CDS that came (see the module docstring)."""
+        while self.modem is not None:
+            try:
+                event, gen = self.direct.get_nowait()
+            except queue_mod.Empty:
+                return
+            if gen != self._generation:
+                continue  # from a link since closed: unacknowledged, so the network has it still
+            try:
+                self._record_and_ack(event)
+            except SQLAlchemyError:
+                log.exception("could not record %s; not acknowledged, so the network delivers it again",
+                              event.line)
+
+    def _record_and_ack(self, event: ModemEvent) -> None:
+        if event.pdu is None:
+            # No AT+CNMA: the network delivers it again, whole this time.
+            log.warning("truncated %s (no PDU line); not acknowledged", event.line)
+            return
+        self._handle_pdu(event.pdu)  # committed before the acknowledgement
+        self.modem.ack()
+
     def _read_stored(self) -> None:
-        for stored in self.modem.list_messages(4):
-            if stored.stat in (2, 3):
-                continue  # outgoing drafts somebody stored: not ours to delete
-            if self._handle_pdu(stored.pdu):
-                self.modem.delete_message(stored.index)
+        modem = self.modem
+        memories = [None]
+        if modem.report_storage and modem.report_storage != modem.cpms.split(",")[0].strip('"'):
+            memories.append(modem.report_storage)  # status reports a +CDSI announced while nobody listened
+        for memory in memories:
+            try:
+                listing = modem.list_messages(4, memory)
+            except CommandError as exc:
+                # "SMS not ready" for a while after power-up, say: next refresh.
+                log.warning("cannot list %s: %s", memory or "stored messages", exc)
+                self._rescan = True
+                continue
+            for stored in listing:
+                if stored.stat in (2, 3):
+                    continue  # outgoing drafts somebody stored: not ours to delete
+                if self._handle_pdu(stored.pdu):
+                    modem.delete_message(stored.index, memory)
 
     def _handle_pdu(self, hex_pdu: str) -> bool:
         """Decode and store; True when the SIM copy may be deleted."""
@@ -912,7 +997,10 @@ class Worker:
                 return
             if msg.status not in (SENT, EXPIRED, UNKNOWN):
                 # Still sending the other parts: the part row says enough;
-                # _send_message reads it when it takes the message up again.
+                # _send_message reads it when it takes the message up again,
+                # or settles it once sent (a report between its segments).
+                if msg.status == SENDING:
+                    self._reported_while_sending.add(msg.id)
                 s.commit()
                 return
             token = jsonlog.bind(message_id=msg.id)

@@ -101,6 +101,7 @@ class _Pending:
     fallback: Callable[[], None]
     attempts: int = 0
     event: object = None
+    record: dict = field(default_factory=dict)  # its entry in Emulator.direct_deliveries
 
 
 @dataclass
@@ -123,7 +124,7 @@ class _State:
 class Emulator:
     def __init__(
         self,
-        profile: str = "generic",
+        profile: "str | Profile" = "generic",
         *,
         link: str | None = None,
         own_number: str | None = "+15550000001",
@@ -137,10 +138,14 @@ class Emulator:
         pin: str | None = None,
         smsc: str = "+15550000000",
         ack_timeout: float = 1.0,
+        ack_retries: int = 3,
     ):
-        if profile not in PROFILES:
+        if isinstance(profile, Profile):
+            self.profile: Profile = profile  # e.g. dataclasses.replace(PROFILES["simcom"], ...)
+        elif profile in PROFILES:
+            self.profile = PROFILES[profile]
+        else:
             raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-        self.profile: Profile = PROFILES[profile]
         self.link = link
         self.own_number = own_number
         self.imei = imei
@@ -153,12 +158,17 @@ class Emulator:
         self.pin = pin
         self.smsc = smsc
         self.ack_timeout = ack_timeout
+        self.ack_retries = ack_retries  # deliveries again without AT+CNMA before the network stores it
         self.rssi = 20
         self.registration = 1  # +CREG <stat>: registered, home network
 
         self.sent: list[dict] = []
         self.commands: list[str] = []
         self.reports: list[dict] = []  # status reports generated, routed or not
+        # Every +CMT/+CDS printed while AT+CSMS=1: {"kind", "pdu", "attempt"
+        # (0 = first delivery), "at", "acked_at" (None until AT+CNMA),
+        # "outcome" ("acked", "stored", "dropped" or None while pending)}.
+        self.direct_deliveries: list[dict] = []
 
         self._lock = threading.RLock()
         self._sent_cond = threading.Condition(self._lock)
@@ -179,6 +189,7 @@ class Emulator:
         self._pin_ok = pin is None
         self._pin_tries = 3
         self._sim_busy_until = 0.0
+        self._sms_ready_at = 0.0
         self._booted = False
         self._next_mr = 0
         self._fail_sends: list[int | None] = []  # None: that send goes through
@@ -186,7 +197,7 @@ class Emulator:
         self._storage: dict[str, dict[int, Stored]] = {m: {} for m in MEMORIES}
         self._network: list[tuple[str, str]] = []  # (kind, pdu) waiting for room
         self._pending_acks: list[_Pending] = []
-        self._st = _State()
+        self._st = self._fresh_state()
 
     # ------------------------------------------------------------------ life
 
@@ -249,33 +260,53 @@ class Emulator:
         if self.link and os.path.islink(self.link):
             os.unlink(self.link)
 
+    def _fresh_state(self, cfun: int = 1) -> _State:
+        """The settings a power-up, ATZ or AT&F restores (the saved profile)."""
+        return _State(cfun=cfun, csms=self.profile.csms, cnmi=list(self.profile.cnmi))
+
     def _power_up(self) -> None:
         """What a power cycle does: volatile settings reset, boot noise, SIM busy."""
-        self._st = _State()
+        self._st = self._fresh_state()
         self._inbuf.clear()
         self._prompt = None
         self._busy = False
-        self._pending_acks.clear()
         self._pin_ok = self.pin is None
         self._events = [e for e in self._events if e[3] == "persistent"]
         heapq.heapify(self._events)
         self._booted = False
+        self._abandon_acks()  # after _booted: they wait at the network until boot
         for line in self.profile.boot_lines:
             self._urc(line)
         busy = self.profile.sim_busy_seconds
         self._sim_busy_until = time.monotonic() + busy
+        self._sms_ready_at = self._sim_busy_until + self.profile.sms_ready_seconds
         self._schedule(busy, self._boot_done)
         if self.profile.noise_line and self.profile.noise_interval:
             self._schedule(self.profile.noise_interval, self._noise)
 
     def _boot_done(self) -> None:
         self._booted = True
+        late = self.profile.sms_ready_lines if self.profile.sms_ready_seconds > 0 else ()
         if self._sim_present:
             for line in self.profile.ready_lines:
                 if line == "+CPIN: READY" and not self._pin_ok:
                     line = "+CPIN: SIM PIN"
+                if line not in late:
+                    self._urc(line)
+        if self.profile.sms_ready_seconds > 0:
+            self._schedule(max(0.0, self._sms_ready_at - time.monotonic()), self._sms_ready)
+        self._pump_network()
+
+    def _sms_ready(self) -> None:
+        if self._sim_present:
+            for line in self.profile.sms_ready_lines:
                 self._urc(line)
         self._pump_network()
+
+    def _need_sms_ready(self) -> None:
+        """+CMS ERROR while the SMS service is still starting after SIM ready."""
+        if time.monotonic() < self._sms_ready_at:
+            raise CmsError(self.profile.sms_not_ready_error)
 
     def _noise(self) -> None:
         self._urc(self.profile.noise_line.format(rssi=self.rssi))
@@ -482,13 +513,15 @@ class Emulator:
     def _basic(self, cmd: str):
         if cmd in ("", "Q0", "V1", "&F", "&F0", "&C1", "&D0", "&D1", "&D2", "&W", "X4") or cmd.startswith("S"):
             if cmd.startswith("&F"):
-                self._st = _State(cfun=self._st.cfun)
+                self._st = self._fresh_state(self._st.cfun)
+                self._abandon_acks()
             return []
         if cmd in ("E0", "E1", "E"):
             self._st.echo = cmd == "E1"
             return []
         if cmd in ("Z", "Z0"):
-            self._st = _State(cfun=self._st.cfun)
+            self._st = self._fresh_state(self._st.cfun)
+            self._abandon_acks()
             return []
         if cmd in ("I", "I0"):
             p = self.profile
@@ -505,6 +538,8 @@ class Emulator:
             raise err(314 if sms else 14)
         if not self._pin_ok:
             raise err(311 if sms else 11)
+        if sms:
+            self._need_sms_ready()
 
     def _cmd_cmee(self, op, arg):
         if op == "?":
@@ -641,6 +676,7 @@ class Emulator:
             return ["+CSMS: (0,1)"]
         if arg.strip() not in ("0", "1"):
             raise CmsError(303)
+        self._need_sms_ready()
         self._st.csms = int(arg)
         return ["+CSMS: 1,1,1"]
 
@@ -649,6 +685,7 @@ class Emulator:
             return ["+CNMI: " + ",".join(str(v) for v in self._st.cnmi)]
         if op == "=?":
             return ["+CNMI: (0-2),(0-3),(0,2),(0-2),(0,1)"]
+        self._need_sms_ready()
         values = [v.strip() for v in arg.split(",")]
         new = list(self._st.cnmi)
         limits = (2, 3, 2, 2, 1)
@@ -665,6 +702,7 @@ class Emulator:
         if op == "=?":
             return ['+CPMS: ("SM","ME","SR"),("SM","ME"),("SM","ME")']
         if op == "?":
+            self._need_sms_ready()
             parts = []
             for m in self._st.mem:
                 parts.append(f'"{m}",{len(self._storage[m])},{self._capacity(m)}')
@@ -874,6 +912,9 @@ class Emulator:
         pending = self._pending_acks.pop(0)
         if pending.event is not None:
             pending.event[4] = False
+        pending.record.update(acked_at=time.time(), outcome="acked")
+        # The network hands over the next message it held back.
+        self._schedule(0.01, self._pump_network)
         return []
 
     def _cmd_cusd(self, op, arg):
@@ -915,7 +956,7 @@ class Emulator:
         """Hand over what the network holds, as far as the modem can take it."""
         if self._master is None or not self._booted or not self._sim_present or not self._pin_ok:
             return
-        if time.monotonic() < self._sim_busy_until:
+        if time.monotonic() < max(self._sim_busy_until, self._sms_ready_at):
             return
         waiting, self._network = self._network, []
         for kind, hexpdu in waiting:
@@ -923,24 +964,35 @@ class Emulator:
                 self._network.append((kind, hexpdu))
 
     def _route(self, kind: str, hexpdu: str, force_store: bool = False) -> bool:
-        """Deliver one PDU per +CNMI; False if there is no room for it yet."""
+        """Deliver one PDU per +CNMI; False if there is no room for it yet.
+
+        With AT+CSMS=1 only one +CMT/+CDS is outstanding at a time (TS 27.005
+        3.4.1: no new one before the previous is acknowledged); the next
+        waits at the network until AT+CNMA."""
         mode, mt, _bm, ds, _bfr = self._st.cnmi
-        force_store = force_store or kind == "sms-store"
+        force_store = force_store or kind in ("sms-store", "report-store")
         length = _tpdu_len(hexpdu)
-        if kind == "report":
-            if ds == 0:
+        awaiting_ack = self._st.csms == 1 and bool(self._pending_acks)
+        if kind in ("report", "report-store"):
+            if ds == 0 and not force_store:
                 return True  # the TE asked for no reports: the network's copy is dropped
-            if ds == 1:
-                self._direct([f"+CDS: {length}", hexpdu], lambda: None)
+            if ds == 1 and not force_store:
+                if awaiting_ack:
+                    return False
+                self._direct("report", [f"+CDS: {length}", hexpdu],
+                             lambda: self._network.append(("report-store", hexpdu)) or self._pump_network())
                 return True
             idx = self._store(self.profile.report_memory, hexpdu)
             if idx is None:
                 return False
-            self._urc(f'+CDSI: "{self.profile.report_memory}",{idx}')
+            if ds != 0:
+                self._urc(f'+CDSI: "{self.profile.report_memory}",{idx}')
             return True
         if mt in (2, 3) and not force_store:
+            if awaiting_ack:
+                return False
             self._direct(
-                [f"+CMT: ,{length}", hexpdu],
+                "sms", [f"+CMT: ,{length}", hexpdu],
                 lambda: self._network.append(("sms-store", hexpdu)) or self._pump_network(),
             )
             return True
@@ -952,28 +1004,45 @@ class Emulator:
             self._urc(f'+CMTI: "{mem}",{idx}')
         return True
 
-    def _direct(self, lines: list[str], fallback: Callable[[], None]) -> None:
+    def _direct(self, kind: str, lines: list[str], fallback: Callable[[], None]) -> None:
         self._block(lines)
         if self._st.csms != 1:
             return
         pending = _Pending(lines, fallback)
         self._pending_acks.append(pending)
-        self._arm_ack(pending)
+        self._arm_ack(pending, kind)
 
-    def _arm_ack(self, pending: _Pending) -> None:
+    def _arm_ack(self, pending: _Pending, kind: str) -> None:
+        record = {"kind": kind, "pdu": pending.lines[1], "attempt": pending.attempts, "at": time.time(),
+                  "acked_at": None, "outcome": None}
+        self.direct_deliveries.append(record)
+        pending.record = record
+
         def expired():
             if pending not in self._pending_acks:
                 return
             pending.attempts += 1
-            if pending.attempts > 3:
+            if pending.attempts > self.ack_retries:
                 # The network gives up on direct delivery and stores it.
                 self._pending_acks.remove(pending)
+                record["outcome"] = "stored"
                 pending.fallback()
                 return
             # No +CNMA in time: the network delivers the same message again.
+            record["outcome"] = "repeated"
             self._block(pending.lines)
-            self._arm_ack(pending)
+            self._arm_ack(pending, kind)
         pending.event = self._schedule(self.ack_timeout, expired)
+
+    def _abandon_acks(self) -> None:
+        """A reset while +CMT/+CDS wait for AT+CNMA: unacknowledged, so the
+        network still holds them (and stores them once it can)."""
+        pending, self._pending_acks = self._pending_acks, []
+        for p in pending:
+            if p.event is not None:
+                p.event[4] = False
+            p.record["outcome"] = "stored"
+            p.fallback()
 
     def _store(self, mem: str, hexpdu: str) -> int | None:
         store = self._storage[mem]
@@ -1021,7 +1090,7 @@ class Emulator:
         with self._lock:
             ready = (
                 self._master is not None and self._booted and self._sim_present and self._pin_ok
-                and time.monotonic() >= self._sim_busy_until and not self._network
+                and time.monotonic() >= max(self._sim_busy_until, self._sms_ready_at) and not self._network
             )
             indexes: list[int] = []
             for hexpdu in pdus:
@@ -1037,6 +1106,36 @@ class Emulator:
                     continue
                 indexes += sorted(set(self._storage[mem]) - before)
             return indexes
+
+    def inject_status_report(self, mr: int, recipient: str, status: int = 0, *, store: bool = False,
+                             submitted: datetime | None = None) -> int | None:
+        """A status report for reference `mr` arrives from the network. It
+        follows AT+CNMI (+CDS, +CDSI or dropped), or with store=True lands in
+        the profile's report memory as with <ds>=2 (a report that came while
+        no driver listened). Returns the storage index when stored at once."""
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        hexpdu = pducodec.encode_status_report(mr % 256, recipient, status, submitted or now, now, smsc=self.smsc)
+        with self._lock:
+            self.reports.append({"mr": mr % 256, "number": recipient, "status": status, "pdu": hexpdu})
+            if store:
+                mem = self.profile.report_memory
+                idx = self._store(mem, hexpdu)
+                if idx is None:
+                    self._network.append(("report-store", hexpdu))
+                return idx
+            self._network.append(("report", hexpdu))
+            self._pump_network()
+            return None
+
+    def set_direct_delivery(self, on: bool = True) -> None:
+        """What a TE's AT+CSMS=1 and AT+CNMI=2,2,0,1,0 do (or AT+CSMS=0 and
+        AT+CNMI=2,1,0,1,0): new SMS as +CMT and reports as +CDS, each to be
+        acknowledged with AT+CNMA."""
+        with self._lock:
+            self._st.csms = 1 if on else 0
+            self._st.cnmi[1], self._st.cnmi[3] = (2, 1) if on else (1, 1)
+            if not on:
+                self._abandon_acks()
 
     def set_send_latency(self, seconds: float) -> None:
         with self._lock:

@@ -38,6 +38,17 @@ class Profile:
     storage_size: int = 30
     # Line printed when the message storage becomes full.
     full_line: str = ""
+    # "SMS not ready": for this long after the SIM is ready, SMS commands
+    # (AT+CPMS, AT+CNMI, AT+CMGL, AT+CMGS, ...) answer +CMS ERROR:
+    # <sms_not_ready_error>, and lines in `sms_ready_lines` (part of
+    # ready_lines) are printed only once it is over.
+    sms_ready_seconds: float = 0.0
+    sms_not_ready_error: int = 302
+    sms_ready_lines: tuple[str, ...] = ()
+    # Power-up value of AT+CSMS and AT+CNMI (a module with such settings
+    # saved): AT+CSMS=1 makes every +CMT/+CDS wait for AT+CNMA.
+    csms: int = 0
+    cnmi: tuple[int, int, int, int, int] = (2, 1, 0, 0, 0)
 
 
 PROFILES: dict[str, Profile] = {
@@ -81,6 +92,7 @@ PROFILES: dict[str, Profile] = {
         sim_busy_seconds=0.5,
         accepted=("+CSCLK", "+CLTS", "+CIURC"),
         full_line='+CIEV: "SMSFULL",1',
+        sms_ready_lines=("SMS Ready",),
     ),
     # Quectel EC25-style module: RDY, +QIND noise, AT+QCCID, status reports
     # stored in their own "SR" memory.
@@ -99,5 +111,18 @@ PROFILES: dict[str, Profile] = {
         report_memory="SR",
         accepted=("+QURCCFG", "+QCFG", "+QINDCFG"),
         full_line='+QIND: "smsfull","SM"',
+        sms_ready_lines=("+QIND: SMS DONE",),
+    ),
+    # A phase 2+ modem (TS 27.005 3.2.1, AT+CSMS=1) set up for direct
+    # delivery: new SMS come as +CMT and reports as +CDS, each of which the
+    # network holds until AT+CNMA acknowledges it, delivering it again when
+    # the acknowledgement is late.
+    "direct": Profile(
+        name="direct",
+        manufacturer="Emulated",
+        model="GSM Modem (phase 2+)",
+        revision="EMU 1.0",
+        csms=1,
+        cnmi=(2, 2, 0, 1, 0),
     ),
 }
