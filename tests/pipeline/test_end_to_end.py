@@ -120,7 +120,7 @@ def test_a_sim_never_exceeds_its_per_minute_limit(api, people, workers):
     resp = api.http.put(api.url(f"/api/sim-cards/{limited.sim_id}"), headers=people["alice"].headers,
                         json={"limit_per_minute": 3}, timeout=10)
     assert resp.status_code == 200, resp.text
-    time.sleep(1.2)  # the router's snapshot (ROUTING_CACHE_SECONDS) catches up
+    time.sleep(1.2)  # every API process sees the new limit (its SIM snapshot, ROUTING_CACHE_SECONDS)
     answers = [api.post("/api/sms", people["bob"], {"recipient": recipient(), "message": "hi",
                                                     "sim_card_id": limited.sim_id, "on_unavailable": "fail"})
                for _ in range(5)]

@@ -14,7 +14,7 @@ from .errors import ApiError, Conflict, NotFound, ValidationError
 from .extensions import db
 from .openapi import json_body as body_spec
 from .openapi import register
-from .routing import Usage, router, usage_of
+from .routing import Usage, router, sim_of
 from .security import require_role
 from .sms import normalize_number
 from .web import audit, iso, json_body, parse_int
@@ -104,7 +104,7 @@ def _get(sim_id: int) -> SimCard:
 
 def _response(sim: SimCard) -> dict:
     modem = db.session.get(Modem, sim.modem_id) if sim.modem_id else None
-    usage = usage_of(db.session.connection(), [sim.id]).get(sim.id)
+    usage = router().usage(db.session.connection(), [sim_of((sim, modem and modem.online))]).get(sim.id)
     return sim_dict(sim, modem, usage)
 
 
@@ -114,7 +114,8 @@ def list_sims():
     rows = db.session.execute(
         select(SimCard, Modem).outerjoin(Modem, Modem.id == SimCard.modem_id).order_by(SimCard.id)
     ).all()
-    usage = usage_of(db.session.connection(), [s.id for s, _ in rows])
+    # What the limits are checked against (the Redis counters of limited SIMs).
+    usage = router().usage(db.session.connection(), [sim_of((s, m and m.online)) for s, m in rows])
     sims = [sim_dict(s, m, usage.get(s.id)) for s, m in rows]
     return jsonify({"sim_cards": sims, "count": len(sims)})
 
@@ -145,6 +146,9 @@ def update_sim(sim_id: int):
     audit("update_sim_card", f"updated SIM card {sim.id}: {', '.join(changed)}", sender_sim=sim.number)
     db.session.commit()
     router().invalidate()
+    if any(name in data for name in LIMITS):
+        # Nothing counted the SIM while it had no limits: its counters start again from Postgres.
+        router().forget([sim.id])
     return jsonify({"message": "SIM card updated successfully", "sim_card": _response(sim)})
 
 
@@ -163,6 +167,7 @@ def delete_sim(sim_id: int):
     db.session.delete(sim)
     db.session.commit()
     router().invalidate()
+    router().forget([sim_id])
     return jsonify({"message": "SIM card deleted successfully"})
 
 

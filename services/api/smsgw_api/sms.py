@@ -195,11 +195,11 @@ def _opted_out(conn, numbers: list[str]):
         raise _opted_out_error(found)
 
 
-def _route(conn, parsed: dict):
-    r = router()
-    if parsed["sim_card_id"] is not None:
-        return r.pinned(conn, parsed["sim_card_id"], parsed["segments"], parsed["on_unavailable"])
-    return r.choose(conn, parsed["segments"])
+def _route(conn, parsed: list[dict]):
+    """A SIM for each message, all or nothing, with its segments counted
+    against the SIM's limits (routing.py): [(sim, hold)], where a hold is
+    given back with `router().release` if the message is not queued after all."""
+    return router().route(conn, [(p["segments"], p["sim_card_id"], p["on_unavailable"]) for p in parsed])
 
 
 def _insert_params(parsed: dict, sim, *, idem_key, req_hash, batch_id) -> dict:
@@ -265,13 +265,18 @@ def _due_now(parsed: dict) -> bool:
 def _queue_one(parsed: dict, *, idem_key: str | None, req_hash: str | None) -> dict:
     """A single send: routed here, written with whatever other sends of this
     process are waiting for a commit at the same moment (groupcommit.py)."""
-    sim = _route(db.engine.connect, parsed)
+    [(sim, hold)] = _route(db.engine.connect, [parsed])
     params = _insert_params(parsed, sim, idem_key=idem_key, req_hash=req_hash, batch_id=None)
     try:
         row = committer().submit(params)  # the committer wakes the modem
+        result = _result(parsed, sim, row)
     except CommitTimeout as exc:
+        if exc.written is False:
+            router().release([hold])  # an unknown outcome stays counted
         raise _commit_timeout(exc, idem_key) from None
-    result = _result(parsed, sim, row)
+    except BaseException:
+        router().release([hold])
+        raise
     router().note_routed(sim.id, parsed["segments"])
     return result
 
@@ -389,32 +394,38 @@ def send_batch():
     if fields:
         raise ValidationError(fields)
     batch_id = str(uuid.uuid4())
-    sims = []
+    sims, holds = [], []
+    r = router()
     try:
         with db.engine.begin() as conn:
             _opted_out(conn, sorted({p["recipient"] for p in parsed}))
-            r = router()
-            sims, rows = [], []
-            for i, item in enumerate(parsed):
-                sim = _route(conn, item)
-                # Counted now, so that the rest of the batch spreads over the SIMs.
-                r.note_routed(sim.id, item["segments"])
-                sims.append(sim)
+            # Every message's SIM and counters at once, or none (a 429 names the index).
+            routed = _route(conn, parsed)
+            sims, holds = [sim for sim, _ in routed], [hold for _, hold in routed]
+            rows = []
+            for i, (item, sim) in enumerate(zip(parsed, sims)):
                 # The key rides on the first row; a replay finds the batch by it.
                 rows.append(_insert_params(item, sim, idem_key=idem if i == 0 else None,
                                            req_hash=req_hash if i == 0 else None, batch_id=batch_id))
             written = insert_messages(conn, rows)
             results = [_result(item, sim, row) for item, sim, row in zip(parsed, sims, written)]
     except IntegrityError:
+        r.release(holds)
         replay = _replay(idem, req_hash, batch=True)
         if replay is not None:
             return replay
         raise
     except ApiError as exc:
+        r.release(holds)
         if len(parsed) > 1:
             exc.message = f"batch refused, nothing was queued: {exc.message}"
-            exc.extra = {**exc.extra, "index": len(sims)}
+            exc.extra = {**exc.extra, "index": exc.extra.get("index", len(sims))}
         raise
+    except BaseException:
+        r.release(holds)
+        raise
+    for item, sim in zip(parsed, sims):
+        r.note_routed(sim.id, item["segments"])
     _wake_modems(rows, written)
     return jsonify({"message": f"{len(results)} SMS queued", "batch_id": batch_id, "messages": results,
                     "count": len(results)}), 201
@@ -505,6 +516,8 @@ def cancel(message_id: int):
     record(db.session, msg, CANCELLED, source="api", detail=f"cancelled by {p.username}")
     audit("cancel_sms", f"cancelled SMS {msg.id} to {msg.recipient}", sender_sim=msg.sender_sim)
     db.session.commit()
+    # Its segments no longer count against the SIM's limits (in the windows still current).
+    router().give_back(msg.sim_card_id, msg.segments, msg.timestamp)
     # Browsers and the event consumer learn of it like of any other state change.
     event = MessageEventPayload(message_id=msg.id, state=CANCELLED, at=msg.cancelled_at,
                                 sim_card_id=msg.sim_card_id, sender=msg.sender, recipient=msg.recipient,

@@ -36,7 +36,7 @@ from smsgw_common.schemas import MessageEventPayload, OutboxWakeup
 
 from .extensions import bus, db
 from .realtime import WakeableLoop, pipeline_settings
-from .routing import Sim, Usage, has_capacity, usage_of
+from .routing import Sim, Usage, has_capacity, router, usage_of
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ def _pick(targets: list[dict], segments: int):
     return best["sim"]
 
 
-def _rebalance(session, sims, unavailable: dict[int, str], now: datetime, events: list, wakeups: list) -> int:
+def _rebalance(session, sims, unavailable: dict[int, str], now: datetime, events: list, wakeups: list,
+               moves: list) -> int:
     """Move unpinned queued messages from the longest queues to the shortest
     until no two sending SIMs differ by more than one message.
 
@@ -190,6 +191,7 @@ def _rebalance(session, sims, unavailable: dict[int, str], now: datetime, events
             continue
         t["usage"] = t["usage"] or Usage()
         t["usage"].add(msg.segments or 1)
+        moves.append((msg.segments or 1, donor, taker, msg.timestamp))
         msg.sim_card_id, msg.sender_sim, msg.sender = taker, t["sim"].number, t["sim"].number
         q.record(session, msg, QUEUED, source=SOURCE, at=now,
                  detail=f"rerouted from SIM {donor} to SIM {taker}: evening out the queues")
@@ -206,6 +208,7 @@ def sweep_once(app: Flask, now: datetime | None = None) -> dict:
     now = now or utcnow()
     events: list[Message] = []
     wakeups: list[tuple[str, int]] = []
+    moves: list[tuple[int, int, int, datetime]] = []  # (segments, from SIM, to SIM, accepted at)
     counts = {"requeued": 0, "unknown": 0, "expired": 0, "rerouted": 0, "failed": 0, "rebalanced": 0}
     with session_scope(db.state(app).sessionmaker) as session:
         # 1. leases
@@ -263,6 +266,7 @@ def sweep_once(app: Flask, now: datetime | None = None) -> dict:
                 if target is None:
                     continue  # waits until a SIM frees up, or until it expires
                 old = msg.sim_card_id
+                moves.append((msg.segments or 1, old, target.id, msg.timestamp))
                 msg.sim_card_id = target.id
                 msg.sender_sim = target.number
                 msg.sender = target.number
@@ -272,8 +276,10 @@ def sweep_once(app: Flask, now: datetime | None = None) -> dict:
                 wakeups.append((target.modem_id, msg.id))
                 counts["rerouted"] += 1
         # 4. keep every modem busy: even out the queues of the SIMs that can send
-        counts["rebalanced"] = _rebalance(session, sims, unavailable, now, events, wakeups)
+        counts["rebalanced"] = _rebalance(session, sims, unavailable, now, events, wakeups, moves)
 
+    # Committed: the moved segments count for their new SIMs in Redis too, as in Postgres.
+    router(app).moved(moves)
     _publish(app, events, wakeups, now)
     if any(counts.values()):
         log.info("sweep", extra={"counts": counts})
