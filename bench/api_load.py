@@ -154,6 +154,11 @@ def bulk_insert(url: str, rows: int) -> float:
             """,
             (sim, rows, rows),
         )
+        # A million messages that arrived over weeks were each read once by the
+        # leader's cursors (webhooks, opt-out keywords) as they came; move the
+        # cursors past them instead of measuring a catch-up of all of them at once.
+        cur.execute("UPDATE event_cursors SET last_id = (SELECT max(id) FROM messages) "
+                    "WHERE name = 'optouts.inbound_messages'")
         cur.execute("VACUUM ANALYZE messages")
     conn.close()
     return time.monotonic() - started
