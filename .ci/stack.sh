@@ -71,7 +71,7 @@ if ! docker info >/dev/null 2>&1; then
 fi
 log "engine: $(docker version -f 'server {{.Server.Version}}, client {{.Client.Version}}'), $(docker compose version)"
 
-run_dir="$(mktemp -d "$CACHE/run.XXXXXX")"
+run_dir="$(mktemp -d -p "$CACHE")"
 env_file="$run_dir/stack.env"
 compose() { docker compose -p "$PROJECT" --env-file "$env_file" "$@"; }
 

@@ -35,7 +35,7 @@ for name in "${SECRETS[@]}"; do
   esac
   if grep -q "^$name=" "$env_file"; then
     # Replace the empty line in place (keeps .env.example's comments around it).
-    tmp="$(mktemp "$env_file.XXXXXX")"
+    tmp="$(mktemp -p "$(dirname "$env_file")")"
     awk -v n="$name" -v v="$value" 'BEGIN{FS=OFS="="} $1==n && !done {print n "=" v; done=1; next} {print}' \
       "$env_file" >"$tmp"
     chmod 600 "$tmp"

@@ -29,7 +29,7 @@ build_base() {
   sources="$(apt_sources)"
   mirror="$(printf '%s\n' "$sources" | awk '$3 == "bookworm" {print $2; exit}')"
   [ -n "$mirror" ] || { log "no Debian bookworm mirror in apt's sources"; exit 1; }
-  rootfs="$(mktemp -d "$CACHE/rootfs.XXXXXX")"
+  rootfs="$(mktemp -d -p "$CACHE")"
   trap 'rm -rf "$rootfs"' RETURN
   log "debootstrap bookworm from $mirror"
   debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 \
