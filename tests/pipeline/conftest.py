@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -256,24 +257,33 @@ class Socket:
         self.sio.disconnect()
 
 
-@pytest.fixture
-def sockets(api):
+@contextmanager
+def socket_opener(base: str):
+    """connect(who or auth, ...) -> Socket to the API at `base`; all closed at the end."""
     opened = []
 
     def connect(who: Persona | None = None, auth: dict | None = None, query: str = "",
                 origin: str | None = None) -> Socket:
         if auth is None and who is not None:
             auth = {"api_key": who.api_key}
-        sock = Socket(api.base, auth, query, origin)
+        sock = Socket(base, auth, query, origin)
         opened.append(sock)
         return sock
 
-    yield connect
-    for sock in opened:
-        try:
-            sock.close()
-        except Exception:
-            pass
+    try:
+        yield connect
+    finally:
+        for sock in opened:
+            try:
+                sock.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def sockets(api):
+    with socket_opener(api.base) as connect:
+        yield connect
 
 
 @dataclass

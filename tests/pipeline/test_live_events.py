@@ -12,8 +12,8 @@ from sqlalchemy import text
 
 from smsgw_common.models import ApiKey, Message, User
 
-from .conftest import (Persona, Socket, add_inbound, add_modem_and_sim, add_outbound, start_api, stop_process,
-                       wait_until)
+from .conftest import (Persona, Socket, add_inbound, add_modem_and_sim, add_outbound, socket_opener, start_api,
+                       stop_process, wait_until)
 
 
 def test_it_refuses_a_socket_without_credentials(api, sockets):
@@ -144,19 +144,8 @@ def quick_api(api, pipeline_env, python, tmp_path_factory):
 
 @pytest.fixture
 def quick_sockets(quick_api):
-    opened = []
-
-    def connect(auth: dict) -> Socket:
-        sock = Socket(quick_api.base, auth)
-        opened.append(sock)
-        return sock
-
-    yield connect
-    for sock in opened:
-        try:
-            sock.close()
-        except Exception:
-            pass
+    with socket_opener(quick_api.base) as connect:
+        yield connect
 
 
 def throwaway(db_session, role: str) -> Persona:
@@ -197,8 +186,8 @@ def assert_cut_off(doomed: Socket, control: Socket, db_session, mqtt) -> None:
 
 def test_a_socket_whose_key_is_revoked_is_disconnected(quick_sockets, people, db_session, mqtt):
     who = throwaway(db_session, "viewer")
-    doomed = quick_sockets({"api_key": who.api_key})
-    control = quick_sockets({"api_key": people["carol"].api_key})
+    doomed = quick_sockets(auth={"api_key": who.api_key})
+    control = quick_sockets(auth={"api_key": people["carol"].api_key})
     doomed.wait_for("mqtt_status"), control.wait_for("mqtt_status")
     # Revoked behind the API's back (another replica, psql): no cache to clear.
     run_sql(db_session, "UPDATE api_keys SET revoked_at = now() WHERE user_id = :id", id=who.user_id)
@@ -209,8 +198,8 @@ def test_a_socket_whose_key_is_revoked_is_disconnected(quick_sockets, people, db
 
 def test_a_socket_of_a_deactivated_user_is_disconnected(quick_sockets, people, db_session, mqtt):
     who = throwaway(db_session, "user")
-    doomed = quick_sockets({"token": who.token()})
-    control = quick_sockets({"api_key": people["carol"].api_key})
+    doomed = quick_sockets(auth={"token": who.token()})
+    control = quick_sockets(auth={"api_key": people["carol"].api_key})
     doomed.wait_for("mqtt_status"), control.wait_for("mqtt_status")
     run_sql(db_session, "UPDATE users SET is_active = false WHERE id = :id", id=who.user_id)
     wait_disconnected(doomed, REAUTH_SECONDS + 3)
@@ -219,7 +208,7 @@ def test_a_socket_of_a_deactivated_user_is_disconnected(quick_sockets, people, d
 
 def test_a_socket_of_a_deleted_user_is_disconnected(quick_sockets, db_session):
     who = throwaway(db_session, "viewer")
-    doomed = quick_sockets({"api_key": who.api_key})
+    doomed = quick_sockets(auth={"api_key": who.api_key})
     doomed.wait_for("mqtt_status")
     run_sql(db_session, "DELETE FROM users WHERE id = :id", id=who.user_id)
     wait_disconnected(doomed, REAUTH_SECONDS + 3)
@@ -239,8 +228,8 @@ def test_a_socket_is_disconnected_when_its_token_expires(api, sockets, people, d
 
 def test_a_demoted_admin_socket_stops_hearing_admin_events(quick_sockets, people, db_session, mqtt):
     who = throwaway(db_session, "admin")
-    demoted = quick_sockets({"api_key": who.api_key})
-    admin = quick_sockets({"api_key": people["alice"].api_key})
+    demoted = quick_sockets(auth={"api_key": who.api_key})
+    admin = quick_sockets(auth={"api_key": people["alice"].api_key})
     demoted.wait_for("mqtt_status"), admin.wait_for("mqtt_status")
     run_sql(db_session, "UPDATE users SET role = 'viewer' WHERE id = :id", id=who.user_id)
     time.sleep(REAUTH_SECONDS + 1.5)  # one pass, with room to spare

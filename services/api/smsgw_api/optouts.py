@@ -166,12 +166,7 @@ class KeywordApplier(WakeableLoop):
     def run(self) -> None:
         while not self.stopping.is_set():
             self._wake.clear()
-            more = False
-            try:
-                _, more = self.deriver.run_once()
-            except Exception:
-                self.deriver.forget()
-                log.exception("applying opt-out keywords failed")
+            more = self.deriver.run_round("applying opt-out keywords")
             if not more:
                 self._wake.wait(self.settings.webhook_poll_interval)
 

@@ -554,12 +554,6 @@ class Router:
     def _order(self, snap: Snapshot) -> list[Sim]:
         return sorted(snap.sims.values(), key=lambda s: (s.rank, snap.queued.get(s.id, 0), s.id))
 
-    def choose(self, conn, segments: int) -> tuple[Sim, Hold | None]:
-        return self.route(conn, [(segments, None, "wait")])[0]
-
-    def pinned(self, conn, sim_card_id: int, segments: int, on_unavailable: str) -> tuple[Sim, Hold | None]:
-        return self.route(conn, [(segments, sim_card_id, on_unavailable)])[0]
-
     def route(self, conn, items: list[tuple[int, int | None, str]]) -> list[tuple[Sim, Hold | None]]:
         """Route messages (segments, pinned SIM id or None, on_unavailable),
         all or nothing: every one gets a SIM and its counters, or an ApiError

@@ -544,6 +544,17 @@ class EventDeriver:
     def forget(self) -> None:
         self._cursor = None
 
+    def run_round(self, what: str) -> bool:
+        """One `run_once` for a background loop: True when more rows wait. A
+        failure is logged and the in-memory position dropped, so the next
+        round starts again from the committed cursor."""
+        try:
+            return self.run_once()[1]
+        except Exception:
+            self.forget()
+            log.exception("%s failed", what)
+            return False
+
 
 def _subtract(gaps: list[tuple[int, int, float]], ids: list[int]) -> list[tuple[int, int, float]]:
     """The gap ranges without `ids` (ids that showed up late), in order."""
@@ -611,12 +622,7 @@ class Dispatcher(WakeableLoop):
         while not self.stopping.is_set():
             # Cleared before the round: a wake-up during it starts the next one.
             self._wake.clear()
-            more = False
-            try:
-                _, more = self.deriver.run_once()
-            except Exception:
-                self.deriver.forget()
-                log.exception("deriving webhook deliveries failed")
+            more = self.deriver.run_round("deriving webhook deliveries")
             try:
                 with self._lock:
                     free = self._free

@@ -75,6 +75,18 @@ def _csv(value: str) -> list[str]:
     return [p.strip() for p in next(csv.reader([value], skipinitialspace=True), [])]
 
 
+def _cpms_usage(lines: list[str]) -> tuple[int, int] | None:
+    """(used, total) of the first memory in an AT+CPMS? answer."""
+    for line in lines:
+        if line.startswith("+CPMS:"):
+            parts = _csv(_strip_head(line))
+            try:
+                return int(parts[1]), int(parts[2])
+            except (ValueError, IndexError):
+                return None
+    return None
+
+
 def csq_to_dbm(index: int | None) -> int | None:
     """+CSQ rssi index to dBm (TS 27.007 8.5): 0 is -113 dBm or less, 31 is -51 or more."""
     if index is None or not 0 <= index <= 31:
@@ -451,14 +463,7 @@ class ATModem:
 
     def storage_usage(self) -> tuple[int, int] | None:
         """(used, total) of the receive storage, from AT+CPMS?."""
-        for line in self._try("AT+CPMS?") or []:
-            if line.startswith("+CPMS:"):
-                parts = _csv(_strip_head(line))
-                try:
-                    return int(parts[1]), int(parts[2])
-                except (ValueError, IndexError):
-                    return None
-        return None
+        return _cpms_usage(self._try("AT+CPMS?") or [])
 
     def report_storage_usage(self) -> tuple[int, int] | None:
         """(used, total) of the status report memory ("SR") where the modem
@@ -471,14 +476,7 @@ class ATModem:
         except CommandError as exc:
             log.debug("cannot read %s usage: %s", self.report_storage, exc)
             return None
-        for line in lines:
-            if line.startswith("+CPMS:"):
-                parts = _csv(_strip_head(line))
-                try:
-                    return int(parts[1]), int(parts[2])
-                except (ValueError, IndexError):
-                    return None
-        return None
+        return _cpms_usage(lines)
 
     def ack(self) -> None:
         """AT+CNMA for a directly delivered +CMT/+CDS (only when +CSMS=1)."""

@@ -78,8 +78,6 @@ from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-REPORT_TEXT = q.REPORT_TEXT  # one wording for the worker and the lease reclaim
-
 
 SIM_TEXT = {"sim_missing": "SIM not inserted", "pin_required": "SIM PIN required",
             "sim_failure": "SIM failure", "sim_busy": "SIM busy"}
@@ -117,9 +115,6 @@ def _report_tail(number: str | None) -> str:
     """A number as SQL_PART_REPORT compares it: its last 9 digits."""
     return "".join(ch for ch in number or "" if ch.isdigit())[-9:]
 
-
-def _report_error(status: int) -> str:
-    return q.report_error(status)
 
 
 def _failed_by_report(part) -> bool:
@@ -680,7 +675,7 @@ class Worker:
             # A part that left on an earlier attempt can never be delivered:
             # the rest would not make a whole message.
             self._finish(s, msg, FAILED, error_code=doomed.report_status,
-                         error_text=_report_error(doomed.report_status),
+                         error_text=q.report_error(doomed.report_status),
                          detail=f"status report for part {doomed.seq}; the rest not sent")
             return
         validity = None
@@ -772,7 +767,7 @@ class Worker:
         if doomed is None:
             return False
         seq, status = doomed
-        self._finish(s, msg, FAILED, error_code=status, error_text=_report_error(status),
+        self._finish(s, msg, FAILED, error_code=status, error_text=q.report_error(status),
                      detail=f"status report for part {seq}")
         return True
 
@@ -990,7 +985,7 @@ class Worker:
                 msg.next_attempt_at = None
                 token = jsonlog.bind(message_id=msg.id)
                 try:
-                    self._finish(s, msg, FAILED, error_code=r.status, error_text=_report_error(r.status),
+                    self._finish(s, msg, FAILED, error_code=r.status, error_text=q.report_error(r.status),
                                  detail=f"status report for part {seq}; the rest not sent")
                 finally:
                     jsonlog.context.reset(token)
@@ -1006,7 +1001,7 @@ class Worker:
             token = jsonlog.bind(message_id=msg.id)
             try:
                 if not r.delivered:
-                    self._finish(s, msg, FAILED, error_code=r.status, error_text=_report_error(r.status),
+                    self._finish(s, msg, FAILED, error_code=r.status, error_text=q.report_error(r.status),
                                  detail=f"status report for part {seq}")
                     return
                 if (msg.segments or 1) > 1:
