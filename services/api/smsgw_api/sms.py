@@ -218,24 +218,32 @@ def _insert_params(parsed: dict, sim, *, idem_key, req_hash, batch_id) -> dict:
     }
 
 
+def _answer(message_id: int, sender_sim, sim_card_id, modem_id, recipient: str, encoding: str, segments: int,
+            timestamp, send_at) -> dict:
+    """What a send answers, first time and on an idempotent replay alike
+    (it says "queued" whatever the message has become since)."""
+    return {
+        "message": "SMS queued for sending",
+        "message_id": message_id,
+        "sms_id": message_id,
+        "id": message_id,
+        "sender_sim": sender_sim,
+        "sim_card_id": sim_card_id,
+        "modem_id": modem_id,
+        "status": "queued",
+        "recipient": recipient,
+        "encoding": encoding,
+        "segments": segments,
+        **seed_time(timestamp),
+        "send_at": iso(send_at),
+    }
+
+
 def _result(parsed: dict, sim, row) -> dict:
     if row.id is None:
         raise _opted_out_error([parsed["recipient"]])
-    return {
-        "message": "SMS queued for sending",
-        "message_id": row.id,
-        "sms_id": row.id,
-        "id": row.id,
-        "sender_sim": sim.number,
-        "sim_card_id": sim.id,
-        "modem_id": sim.modem_id,
-        "status": "queued",
-        "recipient": parsed["recipient"],
-        "encoding": parsed["encoding"],
-        "segments": parsed["segments"],
-        **seed_time(row.timestamp),
-        "send_at": iso(parsed["send_at"]),
-    }
+    return _answer(row.id, sim.number, sim.id, sim.modem_id, parsed["recipient"], parsed["encoding"],
+                   parsed["segments"], row.timestamp, parsed["send_at"])
 
 
 def committer() -> GroupCommitter:
@@ -310,15 +318,9 @@ def _existing(idem_key: str, req_hash: str):
         rows = [first]
     modems = dict(db.session.execute(select(SimCard.id, SimCard.modem_id)
                                      .where(SimCard.id.in_({m.sim_card_id for m in rows}))).all())
-    # The answer the first request got (`_result`): it said "queued" whatever
-    # the message has become since (GET /api/sms/<id> tells that); the SIM is
-    # the one it is on now, which differs only if it was rerouted.
-    out = [{
-        "message": "SMS queued for sending", "message_id": m.id, "sms_id": m.id, "id": m.id, "sender_sim": m.sender_sim,
-        "sim_card_id": m.sim_card_id, "modem_id": modems.get(m.sim_card_id), "status": "queued",
-        "recipient": m.recipient, "encoding": m.encoding, "segments": m.segments, **seed_time(m.timestamp),
-        "send_at": iso(m.send_at),
-    } for m in rows]
+    # The SIM is the one it is on now, which differs only if it was rerouted.
+    out = [_answer(m.id, m.sender_sim, m.sim_card_id, modems.get(m.sim_card_id), m.recipient, m.encoding,
+                   m.segments, m.timestamp, m.send_at) for m in rows]
     return first.batch_id, out
 
 
