@@ -7,6 +7,7 @@ GET /api/sms/outbox with 1,000,000 messages in the table.
 
 Uses a database of its own (created and dropped), 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,7 @@ def seed(url: str) -> str:
     from sqlalchemy.orm import Session
     from werkzeug.security import generate_password_hash
 
-    from smsgw_api.security import new_api_key
+    from smsgw_api.core.security import new_api_key
     from smsgw_common.models import ApiKey, Modem, SimCard, User
 
     key, prefix, digest = new_api_key()
@@ -99,25 +100,65 @@ def wrk(url: str, script: str, connections: int, duration: int) -> dict:
         path = fh.name
     try:
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", path, url],
-            capture_output=True, text=True, timeout=duration + 60, check=True,
+            [
+                "wrk",
+                f"-t{min(2, connections)}",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "--timeout",
+                "10s",
+                "-s",
+                path,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=True,
         ).stdout
     finally:
         os.unlink(path)
     return parse_wrk(out)
 
 
-def start_api(env: dict, port: int) -> subprocess.Popen:
-    env = {**env, "API_PORT": str(port), "API_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2",
-           "LOG_LEVEL": "WARNING"}
+def api_env(url: str) -> dict:
+    """The API's environment for a benchmark: its scratch database, the local
+    broker under a prefix of its own, Redis database 15."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "POSTGRES_", "REDIS_"))}
+    env.update(
+        DATABASE_URL=url,
+        MQTT_HOST="127.0.0.1",
+        MQTT_PORT="1883",
+        MQTT_PREFIX=f"smsgw-bench-{os.getpid()}/",
+        REDIS_URL="redis://127.0.0.1:6379/15",
+        JWT_SECRET=secrets.token_urlsafe(48),
+    )
+    return env
+
+
+def start_api(env: dict, port: int, log_file=None, workers: int = 2) -> subprocess.Popen:
+    """With `log_file` (an open file) the API logs as in production (INFO,
+    JSON, one access line per request) into it; without, only warnings."""
+    env = {
+        **env,
+        "API_PORT": str(port),
+        "API_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "LOG_LEVEL": "INFO" if log_file is not None else "WARNING",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "python:smsgw_api.gunicorn_conf", "smsgw_api.wsgi:app"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=env,
+        stdout=log_file if log_file is not None else subprocess.DEVNULL,  # the JSON log lines
+        stderr=log_file if log_file is not None else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited: {proc.stderr.read()[-2000:]}")
+            raise SystemExit(f"gunicorn exited: {proc.stderr.read()[-2000:] if proc.stderr else 'see its log'}")
         try:
             if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
@@ -157,8 +198,9 @@ def bulk_insert(url: str, rows: int) -> float:
         # A million messages that arrived over weeks were each read once by the
         # leader's cursors (webhooks, opt-out keywords) as they came; move the
         # cursors past them instead of measuring a catch-up of all of them at once.
-        cur.execute("UPDATE event_cursors SET last_id = (SELECT max(id) FROM messages) "
-                    "WHERE name = 'optouts.inbound_messages'")
+        cur.execute(
+            "UPDATE event_cursors SET last_id = (SELECT max(id) FROM messages) WHERE name = 'optouts.inbound_messages'"
+        )
         cur.execute("VACUUM ANALYZE messages")
     conn.close()
     return time.monotonic() - started
@@ -181,9 +223,7 @@ def main() -> int:
 
         upgrade(url)
         key = seed(url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "POSTGRES_", "REDIS_"))}
-        env.update(DATABASE_URL=url, MQTT_HOST="127.0.0.1", MQTT_PORT="1883", MQTT_PREFIX=f"smsgw-bench-{os.getpid()}/",
-                   REDIS_URL="redis://127.0.0.1:6379/15", JWT_SECRET=secrets.token_urlsafe(48))
+        env = api_env(url)
         port = free_port()
         proc = start_api(env, port)
         base = f"http://127.0.0.1:{port}"
@@ -192,10 +232,12 @@ def main() -> int:
             results["ceiling"][c] = wrk(f"{base}/healthz", "", c, args.duration)
             results["post"][c] = wrk(f"{base}/api/sms", POST_LUA % {"key": key}, c, args.duration)
             post, ceil = results["post"][c], results["ceiling"][c]
-            print(f"{c:3d} conns  POST /api/sms: {post['rps']:8.0f} req/s  p50 {post['p50_ms']:6.1f} ms  "
-                  f"p99 {post['p99_ms']:6.1f} ms  errors {post['errors']}  | /healthz: {ceil['rps']:8.0f} req/s  "
-                  f"p99 {ceil['p99_ms']:6.1f} ms  errors {ceil['errors']}  | ratio {post['rps'] / ceil['rps']:.2f}",
-                  flush=True)
+            print(
+                f"{c:3d} conns  POST /api/sms: {post['rps']:8.0f} req/s  p50 {post['p50_ms']:6.1f} ms  "
+                f"p99 {post['p99_ms']:6.1f} ms  errors {post['errors']}  | /healthz: {ceil['rps']:8.0f} req/s  "
+                f"p99 {ceil['p99_ms']:6.1f} ms  errors {ceil['errors']}  | ratio {post['rps'] / ceil['rps']:.2f}",
+                flush=True,
+            )
 
         with psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(False)) as conn:
             with conn.cursor() as cur:
@@ -210,14 +252,19 @@ def main() -> int:
                 total = cur.fetchone()[0]
         print(f"bulk-inserted {args.rows} messages in {took:.1f} s; {total} in the table", flush=True)
         results["outbox"] = {}
-        for label, path in (("page 1", "/api/sms/outbox?per_page=50"),
-                            ("page 1, status=delivered", "/api/sms/outbox?per_page=50&status=delivered"),
-                            ("keyset deep", "/api/sms/outbox?per_page=50&before_id=200000"),
-                            ("inbox page 1", "/api/sms/inbox?per_page=50")):
+        for label, path in (
+            ("page 1", "/api/sms/outbox?per_page=50"),
+            ("page 1, status=delivered", "/api/sms/outbox?per_page=50&status=delivered"),
+            ("keyset deep", "/api/sms/outbox?per_page=50&before_id=200000"),
+            ("inbox page 1", "/api/sms/inbox?per_page=50"),
+        ):
             r = wrk(f"{base}{path}", GET_LUA % {"key": key}, 4, min(args.duration, 10))
             results["outbox"][label] = r
-            print(f"GET {path}: {r['rps']:6.0f} req/s  p50 {r['p50_ms']:5.1f} ms  p99 {r['p99_ms']:5.1f} ms  "
-                  f"errors {r['errors']}", flush=True)
+            print(
+                f"GET {path}: {r['rps']:6.0f} req/s  p50 {r['p50_ms']:5.1f} ms  p99 {r['p99_ms']:5.1f} ms  "
+                f"errors {r['errors']}",
+                flush=True,
+            )
         size = len(requests.get(f"{base}/api/sms/outbox?per_page=50", headers={"X-API-Key": key}).content)
         print(f"one outbox page: {size} bytes", flush=True)
         print(json.dumps(results, indent=1, default=str))

@@ -12,6 +12,7 @@ bodies plus headers). Time to interactive is the `smsgw-interactive-*`
 performance mark the app sets once its first view accepts input, measured from
 navigation start. Budget (issue 5): < 300 KB and < 1 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,15 @@ def measure(browser, url: str, mark: str, login: tuple[str, str] | None = None) 
             u = urls.get(rid, "")
             path = u.split("#", 1)[0].split("?", 1)[0]
             last = path.rsplit("/", 1)[-1]
-            kind = ("api" if "/api/" in path else "socket.io" if "/socket.io/" in path
-                    else last.rsplit(".", 1)[-1] if "." in last else "html")
+            kind = (
+                "api"
+                if "/api/" in path
+                else "socket.io"
+                if "/socket.io/" in path
+                else last.rsplit(".", 1)[-1]
+                if "." in last
+                else "html"
+            )
             by_kind[kind] = by_kind.get(kind, 0) + n
             if os.environ.get("DEBUG_URLS"):
                 print(f"  {n:7d} {u}")
@@ -82,10 +90,12 @@ def report(name: str, runs: list[dict]) -> bool:
     worst_t = max(r["tti_ms"] for r in runs)
     kinds = ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in sorted(runs[0]["by_kind"].items()))
     ok = b < BUDGET_BYTES and worst_t < BUDGET_MS
-    print(f"{name}: {b / 1024:.1f} KB transferred in {runs[0]['requests']} requests ({kinds}); "
-          f"time to interactive median {t:.0f} ms, worst {worst_t:.0f} ms of {len(runs)} cold loads; "
-          f"DOMContentLoaded median {statistics.median(r['dcl_ms'] for r in runs):.0f} ms "
-          f"[{'within' if ok else 'OVER'} budget: 300 KB, 1000 ms]")
+    print(
+        f"{name}: {b / 1024:.1f} KB transferred in {runs[0]['requests']} requests ({kinds}); "
+        f"time to interactive median {t:.0f} ms, worst {worst_t:.0f} ms of {len(runs)} cold loads; "
+        f"DOMContentLoaded median {statistics.median(r['dcl_ms'] for r in runs):.0f} ms "
+        f"[{'within' if ok else 'OVER'} budget: 300 KB, 1000 ms]"
+    )
     return ok
 
 
@@ -111,8 +121,10 @@ def main() -> int:
             ok &= report("sign-in page (first visit)", runs)
             if args.api and args.username and args.password_file:
                 password = Path(args.password_file).read_text().strip()
-                runs = [measure(browser, nginx.url + "/#/overview", "smsgw-interactive-app", (args.username, password))
-                        for _ in range(args.runs)]
+                runs = [
+                    measure(browser, nginx.url + "/#/overview", "smsgw-interactive-app", (args.username, password))
+                    for _ in range(args.runs)
+                ]
                 ok &= report("overview, signed in (shell + overview + its API calls)", runs)
         finally:
             browser.close()

@@ -1,6 +1,7 @@
 """Shared set-up for the pipeline benchmarks: a fresh database, the API under
 gunicorn (two gevent workers), emulated modem workers, a user with an API key.
 Everything runs on 127.0.0.1 and is torn down at exit."""
+
 from __future__ import annotations
 
 import atexit
@@ -63,17 +64,27 @@ class Stack:
         upgrade(self.database_url)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "POSTGRES_", "REDIS_"))}
         self.env.update(
-            DATABASE_URL=self.database_url, MQTT_HOST="127.0.0.1", MQTT_PORT="1883",
-            MQTT_PREFIX=f"smsgw-bench-{run}/", REDIS_URL=f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}",
-            JWT_SECRET="bench-" + secrets.token_hex(24), LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"), PYTHONUNBUFFERED="1",
-            WORKER_CLAIM_INTERVAL="1", WORKER_REFRESH_INTERVAL="5", WORKER_SWEEP_INTERVAL="5",
+            DATABASE_URL=self.database_url,
+            MQTT_HOST="127.0.0.1",
+            MQTT_PORT="1883",
+            MQTT_PREFIX=f"smsgw-bench-{run}/",
+            REDIS_URL=f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}",
+            JWT_SECRET="bench-" + secrets.token_hex(24),
+            LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+            PYTHONUNBUFFERED="1",
+            WORKER_CLAIM_INTERVAL="1",
+            WORKER_REFRESH_INTERVAL="5",
+            WORKER_SWEEP_INTERVAL="5",
             SWEEP_INTERVAL_SECONDS="2",
         )
         self.engine = create_engine(self.database_url, pool_size=2)
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        self._spawn([PY, "-m", "gunicorn", "-c", "python:smsgw_api.gunicorn_conf", "smsgw_api.wsgi:app"], "api.log",
-                    dict(self.env, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(api_workers)))
+        self._spawn(
+            [PY, "-m", "gunicorn", "-c", "python:smsgw_api.gunicorn_conf", "smsgw_api.wsgi:app"],
+            "api.log",
+            dict(self.env, API_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=str(api_workers)),
+        )
         wait_until(self._api_up, 30, "the API")
         self.api_key = self._user()
         self.http = requests.Session()
@@ -81,8 +92,9 @@ class Stack:
         self.workers: list[dict] = []
 
     def _spawn(self, argv, log_name, env=None) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, env=env or self.env, stdout=open(self.tmp / log_name, "w"),
-                                stderr=subprocess.STDOUT)
+        # The child keeps its own copy of the descriptor; ours can close at once.
+        with open(self.tmp / log_name, "w") as log_file:
+            proc = subprocess.Popen(argv, env=env or self.env, stdout=log_file, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
@@ -93,16 +105,19 @@ class Stack:
             return False
 
     def _user(self) -> str:
-        from smsgw_api.auth import hash_password
-        from smsgw_api.security import new_api_key
+        from smsgw_api.core.security import new_api_key
+        from smsgw_api.domain.accounts import hash_password
 
         key, prefix, digest = new_api_key()
         with self.engine.begin() as conn:
-            uid = conn.execute(text("INSERT INTO users (username, password_hash, role) VALUES "
-                                    "('bench', :h, 'user') RETURNING id"), {"h": hash_password(secrets.token_hex(8))}
-                               ).scalar()
-            conn.execute(text("INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES (:u, 'bench', :p, :k)"),
-                         {"u": uid, "p": prefix, "k": digest})
+            uid = conn.execute(
+                text("INSERT INTO users (username, password_hash, role) VALUES ('bench', :h, 'user') RETURNING id"),
+                {"h": hash_password(secrets.token_hex(8))},
+            ).scalar()
+            conn.execute(
+                text("INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES (:u, 'bench', :p, :k)"),
+                {"u": uid, "p": prefix, "k": digest},
+            )
         return key
 
     def add_workers(self, count: int, **emu_env) -> list[dict]:
@@ -111,9 +126,14 @@ class Stack:
             modem_id = f"bench{secrets.token_hex(3)}"
             iccid = "8999" + "".join(str(secrets.randbelow(10)) for _ in range(15))
             port = free_port()
-            env = dict(self.env, MODEM_ID=modem_id, EMU_ICCID=iccid,
-                       EMU_NUMBER="+1555" + "".join(str(secrets.randbelow(10)) for _ in range(7)),
-                       EMU_CONTROL_PORT=str(port), **{k: str(v) for k, v in emu_env.items()})
+            env = dict(
+                self.env,
+                MODEM_ID=modem_id,
+                EMU_ICCID=iccid,
+                EMU_NUMBER="+1555" + "".join(str(secrets.randbelow(10)) for _ in range(7)),
+                EMU_CONTROL_PORT=str(port),
+                **{k: str(v) for k, v in emu_env.items()},
+            )
             self._spawn([PY, str(WORKER_SCRIPT)], f"{modem_id}.log", env)
             batch.append({"modem_id": modem_id, "iccid": iccid, "control": f"http://127.0.0.1:{port}"})
         for w in batch:
@@ -123,8 +143,10 @@ class Stack:
 
     def _registered(self, iccid: str):
         with self.engine.connect() as conn:
-            return conn.execute(text("SELECT s.id FROM sim_cards s JOIN modems m ON m.id = s.modem_id "
-                                     "WHERE s.iccid = :i AND m.online"), {"i": iccid}).scalar()
+            return conn.execute(
+                text("SELECT s.id FROM sim_cards s JOIN modems m ON m.id = s.modem_id WHERE s.iccid = :i AND m.online"),
+                {"i": iccid},
+            ).scalar()
 
     def sent(self, worker: dict) -> list[dict]:
         return requests.get(worker["control"] + "/sent", timeout=5).json()

@@ -7,6 +7,7 @@ The clock starts when the emulator is told to deliver the SMS (its control
 API, before the modem's +CMTI) and stops when `sms_received` reaches a
 python-socketio client connected over WebSocket to the API under gunicorn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import requests
 import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_common import Stack, percentile  # noqa: E402
+from pipeline_common import Stack, percentile
 
 
 def main() -> int:
@@ -49,7 +50,7 @@ def main() -> int:
         t0 = time.time()
         control.post(worker["control"] + "/inject", json={"sender": "+4917612345678", "text": text}, timeout=5)
         with got:
-            if not got.wait_for(lambda: text in arrived, timeout=10):
+            if not got.wait_for(lambda text=text: text in arrived, timeout=10):
                 raise SystemExit(f"sms_received for {text!r} never came")
         if i >= args.warmup:
             latencies.append((arrived[text] - t0) * 1000)
@@ -57,8 +58,9 @@ def main() -> int:
     sio.disconnect()
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     print(f"inbound SMS emulator -> Socket.IO sms_received, n={len(latencies)}")
-    print(f"  p50 {p50:.1f} ms   p90 {percentile(latencies, 90):.1f} ms   p99 {p99:.1f} ms   "
-          f"max {max(latencies):.1f} ms")
+    print(
+        f"  p50 {p50:.1f} ms   p90 {percentile(latencies, 90):.1f} ms   p99 {p99:.1f} ms   max {max(latencies):.1f} ms"
+    )
     print(f"  target p99 < 100 ms: {'PASS' if p99 < 100 else 'FAIL'}")
     stack.close()
     return 0

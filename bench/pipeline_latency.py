@@ -6,6 +6,7 @@ zero-latency emulated modem, at low load (one message at a time).
 Target: p50 < 15 ms, p99 < 50 ms. The emulator stamps each AT+CMGS with the
 wall clock (same machine, same clock as this script).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,14 +17,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_common import Stack, percentile, wait_until  # noqa: E402
+from pipeline_common import Stack, percentile, wait_until
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--gap", type=float, default=0.5, help="seconds between messages (low load: a real modem needs seconds per SMS)")
+    ap.add_argument(
+        "--gap", type=float, default=0.5, help="seconds between messages (low load: a real modem needs seconds per SMS)"
+    )
     args = ap.parse_args()
 
     stack = Stack("latency")
@@ -51,9 +54,11 @@ def main() -> int:
     # in order, since only one message is in flight at a time.
     returned_at, ids = [], []
     for i in range(args.warmup + args.count):
-        resp = stack.http.post(stack.base + "/api/sms",
-                               json={"recipient": f"+4917{secrets.randbelow(10**8):08d}", "message": f"bench {i}"},
-                               timeout=10)
+        resp = stack.http.post(
+            stack.base + "/api/sms",
+            json={"recipient": f"+4917{secrets.randbelow(10**8):08d}", "message": f"bench {i}"},
+            timeout=10,
+        )
         returned_at.append(time.time())
         if resp.status_code != 200:
             raise SystemExit(f"POST /api/sms answered {resp.status_code}: {resp.text}")
@@ -70,10 +75,14 @@ def main() -> int:
 
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     print(f"pipeline latency POST /api/sms returned -> AT+CMGS at the modem, n={len(latencies)}")
-    print(f"  p50 {p50:.1f} ms   p90 {percentile(latencies, 90):.1f} ms   p99 {p99:.1f} ms   "
-          f"max {max(latencies):.1f} ms   min {min(latencies):.1f} ms")
-    print(f"  of which POST returned -> outbox wake-up at an MQTT subscriber: p50 {percentile(to_wakeup, 50):.1f} ms"
-          f"  p99 {percentile(to_wakeup, 99):.1f} ms (n={len(to_wakeup)})")
+    print(
+        f"  p50 {p50:.1f} ms   p90 {percentile(latencies, 90):.1f} ms   p99 {p99:.1f} ms   "
+        f"max {max(latencies):.1f} ms   min {min(latencies):.1f} ms"
+    )
+    print(
+        f"  of which POST returned -> outbox wake-up at an MQTT subscriber: p50 {percentile(to_wakeup, 50):.1f} ms"
+        f"  p99 {percentile(to_wakeup, 99):.1f} ms (n={len(to_wakeup)})"
+    )
     print(f"  target p50 < 15 ms: {'PASS' if p50 < 15 else 'FAIL'};  p99 < 50 ms: {'PASS' if p99 < 50 else 'FAIL'}")
     stack.close()
     return 0

@@ -7,6 +7,7 @@ keeps a modem idle). Target: at least 97%.
 Messages are posted by 8 concurrent clients as fast as the API takes them;
 the ideal time is ceil(messages / modems) * latency from the first POST.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,9 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_common import Stack  # noqa: E402
+import itertools
+
+from pipeline_common import Stack
 
 
 def main() -> int:
@@ -39,8 +42,11 @@ def main() -> int:
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
 
     def post(i: int) -> float:
-        resp = session.post(stack.base + "/api/sms", json={
-            "recipient": f"+4917{secrets.randbelow(10**8):08d}", "message": f"throughput {i}"}, timeout=30)
+        resp = session.post(
+            stack.base + "/api/sms",
+            json={"recipient": f"+4917{secrets.randbelow(10**8):08d}", "message": f"throughput {i}"},
+            timeout=30,
+        )
         if resp.status_code != 200:
             raise SystemExit(f"POST /api/sms answered {resp.status_code}: {resp.text}")
         return time.time()
@@ -64,24 +70,31 @@ def main() -> int:
     limit = args.modems / args.latency
     rate = done / elapsed
     print(f"pipeline throughput: {args.modems} modems at {args.latency:g} s/segment, {args.messages} messages")
-    print(f"  all {args.messages} accepted by the API in {fed:.1f} s; {done} sent in {elapsed:.1f} s "
-          f"(ideal {ideal:.0f} s)")
+    print(
+        f"  all {args.messages} accepted by the API in {fed:.1f} s; {done} sent in {elapsed:.1f} s "
+        f"(ideal {ideal:.0f} s)"
+    )
     print(f"  per modem: {per_modem}")
     from sqlalchemy import text
 
     with stack.engine.connect() as conn:
-        moved = conn.execute(text("SELECT count(DISTINCT message_id) FROM message_events "
-                                  "WHERE detail LIKE '%evening out the queues'")).scalar()
+        moved = conn.execute(
+            text("SELECT count(DISTINCT message_id) FROM message_events WHERE detail LIKE '%evening out the queues'")
+        ).scalar()
     print(f"  messages moved between queues by the sweeper's rebalancing: {moved}")
     first = [min(r["at"] for r in x) - start for x in sent if x]
-    gaps = [b["at"] - a["at"] - args.latency for x in sent for a, b in zip(x, x[1:])]
+    gaps = [b["at"] - a["at"] - args.latency for x in sent for a, b in itertools.pairwise(x)]
     if gaps:
         gaps.sort()
-        print(f"  first +CMGS after the first POST: {min(first):.2f}-{max(first):.2f} s; modem idle between "
-              f"sends (gap - {args.latency:g} s): median {1000 * gaps[len(gaps) // 2]:.0f} ms, "
-              f"p90 {1000 * gaps[int(len(gaps) * 0.9)]:.0f} ms, max {1000 * gaps[-1]:.0f} ms")
-    print(f"  throughput {rate:.3f} msg/s vs the modems' limit {limit:.3f} msg/s = {100 * rate / limit:.1f}% "
-          f"(time-based: {100 * ideal / elapsed:.1f}%)")
+        print(
+            f"  first +CMGS after the first POST: {min(first):.2f}-{max(first):.2f} s; modem idle between "
+            f"sends (gap - {args.latency:g} s): median {1000 * gaps[len(gaps) // 2]:.0f} ms, "
+            f"p90 {1000 * gaps[int(len(gaps) * 0.9)]:.0f} ms, max {1000 * gaps[-1]:.0f} ms"
+        )
+    print(
+        f"  throughput {rate:.3f} msg/s vs the modems' limit {limit:.3f} msg/s = {100 * rate / limit:.1f}% "
+        f"(time-based: {100 * ideal / elapsed:.1f}%)"
+    )
     print(f"  target >= 97%: {'PASS' if done == args.messages and ideal / elapsed >= 0.97 else 'FAIL'}")
     stack.close()
     return 0

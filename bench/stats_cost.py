@@ -9,6 +9,7 @@ are a one-off cost, reported apart), then reads its CPU time and RSS from
 /proc for `--duration` seconds. Targets: < 1 % of one core, < 30 MB RSS;
 `--check` exits 1 when one is missed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ import requests
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from shared_fixtures import create_database, drop_database  # noqa: E402  (scratch databases as the tests make them)
+from shared_fixtures import create_database, drop_database
 
 CPU_TARGET = 1.0  # % of one core
 RSS_TARGET = 30 * 1024 * 1024
@@ -45,8 +46,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
     parser.add_argument("--interval", type=float, default=10.0, help="STATS_INTERVAL (default 10)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the CPU figure (default 5)")
-    parser.add_argument("--scrape-interval", type=float, default=0.0,
-                        help="also scrape its /metrics this often, as Prometheus would (default: never)")
+    parser.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=0.0,
+        help="also scrape its /metrics this often, as Prometheus would (default: never)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     if args.duration <= 0 or args.interval <= 0 or args.warmup < 0:
@@ -61,9 +66,16 @@ def main() -> int:
         upgrade(url)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "POSTGRES_", "STATS_"))}
-        env.update(DATABASE_URL=url, MQTT_HOST="127.0.0.1", MQTT_PORT="1883",
-                   MQTT_PREFIX=f"smsgw-bench-{secrets.token_hex(3)}/", STATS_INTERVAL=str(args.interval),
-                   STATS_METRICS_PORT=str(port), STATS_METRICS_ADDR="127.0.0.1", LOG_LEVEL="WARNING")
+        env.update(
+            DATABASE_URL=url,
+            MQTT_HOST="127.0.0.1",
+            MQTT_PORT="1883",
+            MQTT_PREFIX=f"smsgw-bench-{secrets.token_hex(3)}/",
+            STATS_INTERVAL=str(args.interval),
+            STATS_METRICS_PORT=str(port),
+            STATS_METRICS_ADDR="127.0.0.1",
+            LOG_LEVEL="WARNING",
+        )
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "smsgw_stats"], env=env)
         p = psutil.Process(proc.pid)
@@ -115,9 +127,11 @@ def main() -> int:
         ok = cpu_pct < CPU_TARGET and rss_max < RSS_TARGET
         print(json.dumps(result, indent=2))
         cpu_text = f"{cpu_pct:.3f}%" if cpu_pct > 0 else f"< {resolution:.3f}%"
-        print(f"collector @ {args.interval:g}s: {cpu_text} of one core, RSS max {rss_max / 1048576:.1f} MB "
-              f"(PSS {pss_max / 1048576:.1f}, USS {uss_max / 1048576:.1f}) "
-              f"-> {'within' if ok else 'MISSES'} targets (<{CPU_TARGET:g}%, <{RSS_TARGET // 1048576} MB RSS)")
+        print(
+            f"collector @ {args.interval:g}s: {cpu_text} of one core, RSS max {rss_max / 1048576:.1f} MB "
+            f"(PSS {pss_max / 1048576:.1f}, USS {uss_max / 1048576:.1f}) "
+            f"-> {'within' if ok else 'MISSES'} targets (<{CPU_TARGET:g}%, <{RSS_TARGET // 1048576} MB RSS)"
+        )
         return 0 if ok or not args.check else 1
     finally:
         if proc is not None and proc.poll() is None:

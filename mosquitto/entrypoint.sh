@@ -2,13 +2,22 @@
 # Writes the broker's password file and ACL from the environment (one user per
 # service, see .env), then hands over to the image's own entrypoint. Runs as
 # root before mosquitto drops to its own user.
+#
+# Outside the image (tests/board/test_broker_access.py runs this very script
+# against a local mosquitto) three paths can be moved: MOSQUITTO_AUTH_DIR,
+# BOARDS_PASSWD_FILE and MOSQUITTO_EXEC.
 set -eu
+here="$(dirname "$0")"
 
 prefix="${MQTT_PREFIX:-smsgw/}"
 case "$prefix" in */) ;; *) prefix="$prefix/" ;; esac
 case "$prefix" in *'#'*|*'+'*) echo "mosquitto: MQTT_PREFIX must not contain MQTT wildcards: $prefix" >&2; exit 2 ;; esac
 
-auth=/run/mosquitto-auth  # outside /mosquitto, which the image chowns to its user
+# Seed boards: their users, ACL lines and the anonymous opt-in (boards.sh).
+. "$here/boards.sh"
+boards_file="${BOARDS_PASSWD_FILE:-/smsgw-boards/passwd}"  # scripts/board-user.py writes it
+
+auth="${MOSQUITTO_AUTH_DIR:-/run/mosquitto-auth}"  # outside /mosquitto, which the image chowns to its user
 mkdir -p "$auth"
 chown root:mosquitto "$auth"
 chmod 0750 "$auth"
@@ -25,21 +34,55 @@ add_user() {  # add_user NAME PASSWORD_VARIABLE
 }
 
 add_user "${MQTT_API_USERNAME:-api}" MQTT_API_PASSWORD
-add_user "${MQTT_MODEM_WORKER_USERNAME:-modem-worker}" MQTT_MODEM_WORKER_PASSWORD
 add_user "${MQTT_STATS_COLLECTOR_USERNAME:-stats-collector}" MQTT_STATS_COLLECTOR_PASSWORD
+# One user per modem worker, named after its modem id, each with its own
+# password: MQTT_MODEM_PASSWORDS="id:password id:password ..." (written by
+# setup-secrets.sh from the MODEM_ID lines of docker-compose.yml). The ACL's
+# `pattern` lines below confine each to its own modem's topics.
+modems=0
+modem_ids=""
+for pair in ${MQTT_MODEM_PASSWORDS:-}; do
+  id="${pair%%:*}"
+  password="${pair#*:}"
+  case "$id" in
+    ''|*[!A-Za-z0-9_-]*|"${MQTT_API_USERNAME:-api}"|"${MQTT_STATS_COLLECTOR_USERNAME:-stats-collector}"|healthcheck)
+      echo "mosquitto: invalid or reserved modem id in MQTT_MODEM_PASSWORDS: '$id'" >&2; exit 2 ;;
+  esac
+  if [ "$password" = "$pair" ] || [ ${#password} -lt 16 ]; then
+    echo "mosquitto: modem $id has no (or a short) password in MQTT_MODEM_PASSWORDS; run scripts/setup-secrets.sh" >&2
+    exit 2
+  fi
+  printf '%s:%s\n' "$id" "$password" >>"$auth/passwd.new"
+  modem_ids="$modem_ids $id"
+  modems=$((modems + 1))
+done
+if [ "$modems" = 0 ]; then
+  echo "mosquitto: MQTT_MODEM_PASSWORDS names no modem; run scripts/setup-secrets.sh" >&2
+  exit 2
+fi
 # The container's own health check: a random password for every start,
 # readable only inside this container.
 health_password="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 printf '%s' "$health_password" >"$auth/healthcheck.password"
 printf 'healthcheck:%s\n' "$health_password" >>"$auth/passwd.new"
+# The demo's emulated board, when the demo profile's password is set.
+boards_demo_passwd "$auth/passwd.new"
 # Hash the plain "user:password" lines in place: passwords never appear on a
 # command line, where any process on the host could read them.
 mosquitto_passwd -U "$auth/passwd.new"
+# Board users come hashed already (scripts/board-user.py).
+boards_passwd "$boards_file" "$auth/passwd.new"
+mkdir -p "$auth/conf.d"
+chown root:mosquitto "$auth/conf.d"
+chmod 0750 "$auth/conf.d"
+boards_conf "$auth/conf.d"
+for f in "$auth"/conf.d/*.conf; do if [ -e "$f" ]; then chown root:mosquitto "$f"; chmod 0640 "$f"; fi; done
 
 p="$prefix"
 cat >"$auth/acl.new" <<ACL
 # Generated at container start by entrypoint.sh; edit that file, not this one.
-# Topics: DESIGN.md "MQTT topics", all under the prefix ${p}
+# Topics: docs/architecture.md "MQTT topics", all under the prefix ${p}
+$(boards_acl_anonymous)
 
 user ${MQTT_API_USERNAME:-api}
 topic write ${p}modems/+/outbox
@@ -49,14 +92,6 @@ topic read ${p}modems/+/command/reply
 topic readwrite ${p}events/messages
 topic write ${p}stats/+
 
-user ${MQTT_MODEM_WORKER_USERNAME:-modem-worker}
-topic read ${p}modems/+/outbox
-topic read ${p}modems/+/command
-topic write ${p}modems/+/state
-topic write ${p}modems/+/command/reply
-topic write ${p}events/messages
-topic write ${p}stats/+
-
 user ${MQTT_STATS_COLLECTOR_USERNAME:-stats-collector}
 topic read ${p}stats/+
 topic read ${p}modems/+/state
@@ -64,7 +99,34 @@ topic write ${p}stats/+
 
 user healthcheck
 topic read \$SYS/broker/uptime
+
+$(boards_acl_users "$boards_file")
+$(boards_acl_demo)
 ACL
+
+# Every modem worker is a user named after its modem id, with a block of its
+# own: its outbox and commands to read, its state, replies and figures to
+# write, nothing of another modem. (Not `pattern` lines: those would apply to
+# every user, seed boards included.) A board's worker (modem id
+# board-<number>) also drives that one board's send topic and reads the two
+# topics every board writes (docs/boards.md).
+for id in $modem_ids; do
+  cat >>"$auth/acl.new" <<ACL
+
+user ${id}
+topic read ${p}modems/${id}/outbox
+topic read ${p}modems/${id}/command
+topic write ${p}modems/${id}/state
+topic write ${p}modems/${id}/command/reply
+topic write ${p}stats/modem-worker-${id}
+# Shared by design: the worker -> API event stream; see docs/security.md for
+# what the API must check about its payload.
+topic write ${p}events/messages
+ACL
+  case "$id" in
+    board-*) boards_acl_worker "${id#board-}" >>"$auth/acl.new" ;;
+  esac
+done
 
 # Readable by the broker's group only; the broker re-reads them as user mosquitto.
 chown root:mosquitto "$auth/passwd.new" "$auth/acl.new"
@@ -72,4 +134,4 @@ chmod 0640 "$auth/passwd.new" "$auth/acl.new"
 mv "$auth/passwd.new" "$auth/passwd"
 mv "$auth/acl.new" "$auth/acl"
 
-exec /docker-entrypoint.sh "$@"
+exec "${MOSQUITTO_EXEC:-/docker-entrypoint.sh}" "$@"

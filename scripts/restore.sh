@@ -3,7 +3,8 @@
 #   scripts/restore.sh backups/smsgw-20260101T000000Z.dump [--yes]
 # Stops everything that writes to the database, replaces the database's
 # contents with the dump in one transaction, then starts those services again
-# (the API applies newer migrations by itself when the dump is older).
+# (db-setup applies newer migrations when the dump is older, and gives every
+# service its grants back).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 file="${1:-}"
@@ -45,12 +46,20 @@ docker compose exec -T postgres sh -c '
     psql -X -q -v ON_ERROR_STOP=1 --single-transaction -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f - >/dev/null' \
   <"$file" || status=$?
 
+# The restored objects belong to the superuser (the dump is --no-owner):
+# db-setup hands them to the owner role, applies newer migrations as that
+# role and re-grants every service its tables (postgres/setup.py).
+if [ $status -eq 0 ]; then
+  echo "db-setup: roles, migrations, grants"
+  docker compose run --rm -T --no-deps db-setup || status=$?
+fi
+
 if [ ${#writers[@]} -gt 0 ]; then
   echo "starting ${writers[*]}"
   docker compose start "${writers[@]}"
 fi
 if [ $status -ne 0 ]; then
-  echo "restore FAILED (pg_restore exit $status); the database was left as it was" >&2
+  echo "restore FAILED (exit $status): see above" >&2
   exit $status
 fi
 echo "restored $file"

@@ -6,8 +6,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 env_file="${1:-.env}"
 
-SECRETS=(POSTGRES_PASSWORD REDIS_PASSWORD JWT_SECRET ADMIN_PASSWORD
-         MQTT_API_PASSWORD MQTT_MODEM_WORKER_PASSWORD MQTT_STATS_COLLECTOR_PASSWORD)
+SECRETS=(POSTGRES_PASSWORD POSTGRES_OWNER_PASSWORD POSTGRES_API_PASSWORD
+         POSTGRES_WORKER_PASSWORD POSTGRES_COLLECTOR_PASSWORD
+         REDIS_PASSWORD JWT_SECRET ADMIN_PASSWORD
+         MQTT_API_PASSWORD MQTT_STATS_COLLECTOR_PASSWORD MQTT_DEMO_BOARD_PASSWORD)
+
+# Every modem worker is its own broker user, named after its MODEM_ID, with
+# its own password MQTT_MODEM_<ID>_PASSWORD (upper case, "-" as "_"): one per
+# uncommented "MODEM_ID: ..." in the compose files, including the modems that
+# `make add-modem` recorded in compose.modems.yml (or $SMSGW_MODEMS_FILE).
+compose_files=(docker-compose.yml)
+for f in compose.override.yml docker-compose.override.yml "${SMSGW_MODEMS_FILE:-compose.modems.yml}"; do
+  [ -f "$f" ] && compose_files+=("$f")
+done
+mapfile -t MODEM_IDS < <(grep -hv '^[[:space:]]*#' "${compose_files[@]}" \
+  | grep -oE 'MODEM_ID:[[:space:]]*"?[A-Za-z0-9_-]+' | sed -E 's/^MODEM_ID:[[:space:]]*"?//' | sort -u)
+modem_var() { printf 'MQTT_MODEM_%s_PASSWORD' "$(printf '%s' "$1" | tr 'a-z-' 'A-Z_')"; }
+for id in "${MODEM_IDS[@]}"; do SECRETS+=("$(modem_var "$id")"); done
 
 # URL- and shell-safe characters only: these end up in connection URLs and .env.
 generate() { head -c "$1" /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
@@ -45,6 +60,21 @@ for name in "${SECRETS[@]}"; do
   fi
   generated+=("$name")
 done
+
+# The broker's copy of every modem's password, "id:password ...", rebuilt
+# from the per-modem ones above (only rewritten when it changes).
+pairs=""
+for id in "${MODEM_IDS[@]}"; do
+  pairs="${pairs:+$pairs }$id:$(current "$(modem_var "$id")")"
+done
+if [ "$(current MQTT_MODEM_PASSWORDS)" != "$pairs" ]; then
+  tmp="$(mktemp -p "$(dirname "$env_file")")"
+  grep -v '^MQTT_MODEM_PASSWORDS=' "$env_file" >"$tmp" || true
+  printf 'MQTT_MODEM_PASSWORDS="%s"\n' "$pairs" >>"$tmp"
+  chmod 600 "$tmp"
+  mv "$tmp" "$env_file"
+  generated+=(MQTT_MODEM_PASSWORDS)
+fi
 
 if [ ${#generated[@]} -eq 0 ]; then
   echo "$env_file: every secret is already set; nothing changed"

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Everything the tests need on a fresh machine, then the whole suite:
 # Debian packages (gammu: an AT client nobody here wrote, for the emulator;
-# nginx and chromium: the dashboard tests), the virtualenv, the project.
-# Postgres, Mosquitto and Redis must listen on 127.0.0.1 (see README).
+# nginx and chromium: the dashboard tests), the virtualenv from the lock
+# (requirements/dev.txt, every file checked against its hash), the project.
+# Postgres, Mosquitto and Redis must already listen on 127.0.0.1 (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/check-services.sh
 
 need=()
 command -v gammu >/dev/null || need+=(gammu)
@@ -22,6 +25,8 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e common -e services/api -e services/modem-worker -e services/stats-collector -r requirements-dev.txt
+.venv/bin/pip install -q --require-hashes --no-deps -r requirements/dev.txt
+# The lock brought setuptools: our own packages build with it, offline.
+.venv/bin/pip install -q --no-deps --no-build-isolation \
+  -e common -e services/api -e services/modem-worker -e services/stats-collector
 exec .venv/bin/pytest "$@"

@@ -5,13 +5,33 @@
 # imported once; each stand-in installs Debian's packages on top of it and
 # mimics its official image's env vars, ports, paths, entrypoint and tools.
 # Images are rebuilt only when their directory (or the base) changed.
+#
+#   build.sh              this machine's architecture, under the official tags
+#   build.sh --arch ARCH  another Debian architecture (e.g. arm64, run through
+#                         qemu-user binfmt, see .ci/arm64.sh) under
+#                         smsgw-ci-ARCH/<official tag>, with the image platform
+#                         set to linux/ARCH, so they never replace the native ones
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-BASE_TAG=smsgw-ci/debian:bookworm
+NATIVE_ARCH="$(dpkg --print-architecture)"
+ARCH="$NATIVE_ARCH"
+if [ "${1:-}" = --arch ]; then
+  ARCH="${2:?--arch needs a Debian architecture}"
+  shift 2
+fi
+if [ "$ARCH" = "$NATIVE_ARCH" ]; then
+  TAG_PREFIX=""
+  BASE_TAG=smsgw-ci/debian:bookworm
+  platform_args=()
+else
+  TAG_PREFIX="smsgw-ci-$ARCH/"
+  BASE_TAG="${TAG_PREFIX}debian:bookworm"
+  platform_args=(--platform "linux/$ARCH")
+fi
 CACHE=${SMSGW_CI_CACHE:-/var/tmp/smsgw-ci}
 mkdir -p "$CACHE"
 
-log() { printf '[images] %s\n' "$*" >&2; }
+log() { printf '[images %s] %s\n' "$ARCH" "$*" >&2; }
 
 # The Debian mirrors apt is configured with on this machine (bookworm suites only).
 apt_sources() {
@@ -31,9 +51,10 @@ build_base() {
   [ -n "$mirror" ] || { log "no Debian bookworm mirror in apt's sources"; exit 1; }
   rootfs="$(mktemp -d -p "$CACHE")"
   trap 'rm -rf "$rootfs"' RETURN
-  log "debootstrap bookworm from $mirror"
-  debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 \
-    || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+  log "debootstrap --arch=$ARCH bookworm from $mirror"
+  debootstrap --arch="$ARCH" --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" \
+      >"$CACHE/debootstrap-$ARCH.log" 2>&1 \
+    || { tail -20 "$CACHE/debootstrap-$ARCH.log" >&2; exit 1; }
   printf '%s\n' "$sources" >"$rootfs/etc/apt/sources.list"
   # What the official debian:bookworm-slim image does to stay small.
   cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'CONF'
@@ -53,15 +74,52 @@ CONF
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
     "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
   find "$rootfs/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
-  tar -C "$rootfs" -c . | docker import \
-    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'CMD ["bash"]' - "$BASE_TAG" >/dev/null
-  log "imported $BASE_TAG"
+  if [ -z "$TAG_PREFIX" ]; then
+    tar -C "$rootfs" -c . | docker import \
+      -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      -c 'CMD ["bash"]' - "$BASE_TAG" >/dev/null
+  else
+    load_foreign "$rootfs"
+  fi
+  log "imported $BASE_TAG ($(docker image inspect -f '{{.Os}}/{{.Architecture}}' "$BASE_TAG"))"
 }
 
-# build_standin DIR TAG... : rebuild when the directory's content or the base changed.
+# `docker import --platform` leaves the architecture at the engine's own (20.10):
+# a foreign rootfs is loaded as a one-layer image archive whose config says
+# linux/$ARCH, so that `docker build --platform linux/$ARCH` finds it locally.
+load_foreign() {  # ROOTFS
+  local archive
+  archive="$(mktemp -d -p "$CACHE")"
+  tar -C "$1" -c . >"$archive/layer.tar"
+  python3 - "$archive" "$BASE_TAG" "$ARCH" <<'PY'
+import datetime, hashlib, json, sys
+archive, tag, arch = sys.argv[1:]
+digest = hashlib.sha256()
+with open(f"{archive}/layer.tar", "rb") as layer:
+    for chunk in iter(lambda: layer.read(1 << 20), b""):
+        digest.update(chunk)
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+config = json.dumps({
+    "architecture": arch, "os": "linux", "created": now,
+    "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["bash"]},
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + digest.hexdigest()]},
+    "history": [{"created": now, "created_by": f"debootstrap --arch={arch} --variant=minbase bookworm"}],
+}).encode()
+name = hashlib.sha256(config).hexdigest() + ".json"
+with open(f"{archive}/{name}", "wb") as f:
+    f.write(config)
+with open(f"{archive}/manifest.json", "w") as f:
+    json.dump([{"Config": name, "RepoTags": [tag], "Layers": ["layer.tar"]}], f)
+PY
+  tar -C "$archive" -c . | docker load -q >/dev/null
+  rm -rf "$archive"
+}
+
+# build_standin DIR TAG... : rebuild when the directory's content or the base
+# changed. TAGs are the official ones; TAG_PREFIX is put in front of each.
 build_standin() {
   local dir="$here/$1"; shift
+  set -- "${@/#/$TAG_PREFIX}"
   local ctx hash
   ctx="$(mktemp -d)"
   cp -a "$dir/." "$ctx/"
@@ -92,14 +150,14 @@ build_standin() {
     rm -rf "$ctx"
     return
   fi
-  local tags=()
+  local tags=() buildlog="$CACHE/build-$(basename "$dir")-$ARCH.log"
   for t in "$@"; do tags+=(-t "$t"); done
   log "building stand-in $*"
   # The classic builder (no buildx here) prints a deprecation notice: keep the
   # output for a failure only.
-  if ! docker build -q --build-arg "BASE=$BASE_TAG" --label "smsgw.ci.hash=$hash" "${tags[@]}" "$ctx" \
-      >"$CACHE/build-$(basename "$dir").log" 2>&1; then
-    tail -n 40 "$CACHE/build-$(basename "$dir").log" >&2
+  if ! docker build -q "${platform_args[@]}" --build-arg "BASE=$BASE_TAG" --label "smsgw.ci.hash=$hash" \
+      "${tags[@]}" "$ctx" >"$buildlog" 2>&1; then
+    tail -n 40 "$buildlog" >&2
     rm -rf "$ctx"
     exit 1
   fi

@@ -1,18 +1,24 @@
 """Engine and session factory; every service connects the same way."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .rowsafety import install_safe_timestamps
 
-def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10, pre_ping: bool = True, **kw) -> Engine:
+
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10, pre_ping: bool = True, **kw: Any) -> Engine:
     """pre_ping survives a Postgres restart without a failed request, at one
-    round trip per checkout; a caller that retries on its own may turn it off."""
-    return create_engine(
+    round trip per checkout; a caller that retries on its own may turn it off.
+    A date Python cannot hold reads as a clamped sentinel (rowsafety.py), so
+    one hand-written row cannot make every query that touches it raise."""
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -21,6 +27,8 @@ def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10, pre_ping: 
         future=True,
         **kw,
     )
+    install_safe_timestamps(engine)
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

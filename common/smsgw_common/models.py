@@ -5,9 +5,11 @@ and the stats collector read and write these tables through the same classes.
 Field names of the seed (`number`, `status`, `sender`, `recipient`, `message`,
 `direction`, `timestamp`, `sender_sim`, ...) are kept where the seed had them.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -27,17 +30,19 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True), dict: JSONB}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True), dict: JSONB}
+    # Every model here maps one Table (SQLAlchemy types it as any FromClause).
+    __table__: ClassVar[Table]
 
 
 # Roles, weakest first.
 ROLES = ("viewer", "user", "admin")
 
-# Outbound states (DESIGN.md); `unknown` is a send interrupted between writing
+# Outbound states (docs/architecture.md); `unknown` is a send interrupted between writing
 # AT+CMGS and reading +CMGS: the gateway cannot tell whether it left.
 QUEUED, SENDING, SENT, DELIVERED = "queued", "sending", "sent", "delivered"
 FAILED, EXPIRED, CANCELLED, UNKNOWN = "failed", "expired", "cancelled", "unknown"
@@ -45,6 +50,9 @@ RECEIVED = "received"  # inbound
 OUTBOUND_STATES = (QUEUED, SENDING, SENT, DELIVERED, FAILED, EXPIRED, CANCELLED, UNKNOWN)
 FINAL_STATES = (DELIVERED, FAILED, EXPIRED, CANCELLED, UNKNOWN)
 CANCELLABLE_STATES = (QUEUED,)
+# Outbound states on the way to a final one; each has a partial index of its own.
+IN_FLIGHT_STATES = (QUEUED, SENDING, SENT)
+IN_FLIGHT_SQL = "(" + ", ".join(f"'{state}'" for state in IN_FLIGHT_STATES) + ")"
 
 PRIORITIES = {"low": -10, "normal": 0, "high": 10}
 
@@ -59,8 +67,16 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
     last_login_at: Mapped[datetime | None]
+    # Raised by a password change or reset, a role change and a deactivation:
+    # a JWT carries the version it was issued under and is refused once it
+    # differs, so those changes end every session at once.
+    token_version: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
-    api_keys: Mapped[list["ApiKey"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    # The database deletes a user's keys (ON DELETE CASCADE), keys made by keys
+    # included; the ORM deleting them one by one would race those cascades.
+    api_keys: Mapped[list[ApiKey]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class ApiKey(Base):
@@ -79,6 +95,11 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # The key that created this one (None: made with a password session or by
+    # an admin tool); revoking a key revokes every key below it.
+    parent_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    # Returned by a login: a session credential, revoked with the user's sessions.
+    is_login_key: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     user: Mapped[User] = relationship(back_populates="api_keys")
 
@@ -148,7 +169,7 @@ class Message(Base):
     expires_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
-    batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    batch_id: Mapped[str | None] = mapped_column(String(36))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     # Claim by a worker: who holds it and until when (DESIGN: lease).
@@ -171,33 +192,59 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=text("now()"))
 
     sim_card: Mapped[SimCard | None] = relationship()
-    events: Mapped[list["MessageEvent"]] = relationship(
+    events: Mapped[list[MessageEvent]] = relationship(
         back_populates="message_row", order_by="MessageEvent.id", cascade="all, delete-orphan"
     )
-    parts: Mapped[list["MessagePart"]] = relationship(
+    parts: Mapped[list[MessagePart]] = relationship(
         back_populates="message_row", order_by="MessagePart.seq", cascade="all, delete-orphan"
     )
 
+    # Every status change adds an entry to every index here whose WHERE the
+    # new row meets: status is indexed (a partial index's WHERE counts), so
+    # the update cannot be heap-only. A full index on `messages` costs four
+    # WAL records per lifecycle; only what a query needs for every row is
+    # indexed in full (migration 0008, bench/wal_per_sms.py).
     __table_args__ = (
-        # Listings: inbox/outbox newest first, filtered by state or SIM.
-        Index("ix_messages_direction_id", "direction", text("id DESC")),
-        Index("ix_messages_direction_status_id", "direction", "status", text("id DESC")),
-        Index("ix_messages_sim_id", "sim_card_id", text("id DESC")),
-        Index("ix_messages_recipient_id", "recipient", text("id DESC")),
-        Index("ix_messages_sender_id", "sender", text("id DESC")),
-        Index("ix_messages_timestamp", "timestamp"),
-        # Work queue: only queued rows, in the order workers take them.
+        # Listings: inbox/outbox newest first, filtered by state or SIM, read
+        # backwards. The outbox (nearly every row) pages through the primary
+        # key; the inbox has an index of its own rows, which are written once.
+        # Not `id DESC`: that puts each new row at the front of its key,
+        # splitting a mid-index page on every insert (migration 0009).
+        Index("ix_messages_inbound_id", "id", postgresql_where=text("direction = 'inbound'")),
+        # By state: a row gets its entry once, when it settles; the states
+        # on the way (queued, sending, sent) are listed through the queue's
+        # own partial indexes below.
+        Index(
+            "ix_messages_settled_status_id",
+            "direction",
+            "status",
+            "id",
+            postgresql_where=text(f"status NOT IN {IN_FLIGHT_SQL}"),
+        ),
+        Index("ix_messages_sim_id", "sim_card_id", "id"),
+        Index("ix_messages_recipient_id", "recipient", "id"),
+        Index("ix_messages_sender_id", "sender", "id"),
+        # Rows are written in time order and read by time range: BRIN is
+        # written per range of pages, not per row.
+        Index("ix_messages_timestamp", "timestamp", postgresql_using="brin"),
+        Index("ix_messages_batch_id", "batch_id", postgresql_where=text("batch_id IS NOT NULL")),
+        # Work queue: only queued rows, in the order workers take them (and
+        # the listing of queued messages).
         Index(
             "ix_messages_queue",
-            "sim_card_id", text("priority DESC"), "id",
+            "sim_card_id",
+            text("priority DESC"),
+            "id",
             postgresql_where=text("status = 'queued'"),
         ),
-        # Leases to reclaim and sent messages awaiting reports.
+        # Leases to reclaim and sent messages awaiting reports (and the
+        # listings of those two states).
         Index("ix_messages_sending_lease", "lease_until", postgresql_where=text("status = 'sending'")),
         Index("ix_messages_sent_at", "sent_at", postgresql_where=text("status = 'sent'")),
         Index(
             "uq_messages_idempotency",
-            "user_id", "idempotency_key",
+            "user_id",
+            "idempotency_key",
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
@@ -240,7 +287,9 @@ class MessagePart(Base):
 
     __table_args__ = (
         UniqueConstraint("message_id", "seq"),
-        Index("ix_message_parts_sim_ref", "sim_card_id", "reference", text("id DESC")),
+        Index("ix_message_parts_sim_ref", "sim_card_id", "reference", "id"),
+        # Room for the delivery report's update to stay on the page (heap-only).
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
 
@@ -259,10 +308,38 @@ class InboundPart(Base):
     encoding: Mapped[str] = mapped_column(String(8), default="GSM-7")
     sent_at: Mapped[datetime | None]  # the SMSC timestamp
     received_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+    # The part as the modem handed it over (hex, with SMSC part): kept in
+    # raw_inbound_pdus if the message is delivered incomplete.
+    pdu: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("sim_card_id", "sender", "reference", "total", "seq", name="uq_inbound_parts_key"),
     )
+
+
+# Why a received PDU is kept raw (RawInboundPdu.kind).
+RAW_UNDECODABLE = "undecodable"  # no decoder reading of it holds: kept instead of a message
+RAW_INCOMPLETE_PART = "incomplete_part"  # a part of a message delivered with parts missing
+
+
+class RawInboundPdu(Base):
+    """A received PDU kept as the modem gave it, committed before its SIM copy
+    is deleted or its +CMT acknowledged: nothing received is lost to a decoder."""
+
+    __tablename__ = "raw_inbound_pdus"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    pdu: Mapped[str] = mapped_column(Text)  # hex, with the SMSC part
+    reason: Mapped[str] = mapped_column(Text)
+    sim_card_id: Mapped[int | None] = mapped_column(ForeignKey("sim_cards.id", ondelete="SET NULL"))
+    modem_id: Mapped[str | None] = mapped_column(String(64))
+    # Where it came from: "SM"/"ME"/"SR" and the slot, or "+CMT" (direct).
+    origin: Mapped[str | None] = mapped_column(String(32))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+    __table_args__ = (Index("ix_raw_inbound_pdus_kind_id", "kind", "id"),)
 
 
 class Log(Base):
@@ -274,12 +351,15 @@ class Log(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     details: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="success")
-    timestamp: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"), index=True)
+    timestamp: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
     sender_sim: Mapped[str | None] = mapped_column(String(32))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     actor: Mapped[str | None] = mapped_column(String(120))
     ip: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+    # Written in time order, read by time range (migration 0008).
+    __table_args__ = (Index("ix_logs_timestamp", "timestamp", postgresql_using="brin"),)
 
 
 class OptOut(Base):
@@ -301,7 +381,7 @@ class Webhook(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(Text)
-    events: Mapped[list] = mapped_column(JSONB)
+    events: Mapped[list[str]] = mapped_column(JSONB)
     secret: Mapped[str] = mapped_column(String(128))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     failing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
@@ -316,7 +396,7 @@ class WebhookDelivery(Base):
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(String(36))
     event_type: Mapped[str] = mapped_column(String(32))
-    payload: Mapped[dict] = mapped_column(JSONB)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
@@ -328,13 +408,13 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("webhook_id", "event_id"),
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
-        Index("ix_webhook_deliveries_hook", "webhook_id", text("id DESC")),
+        Index("ix_webhook_deliveries_hook", "webhook_id", "id"),
     )
 
 
 class EventCursor(Base):
     """How far a consumer of a history table has got, durably (e.g. the
-    webhook dispatcher's position in `message_events`, webhooks.py)."""
+    webhook dispatcher's position in `message_events`, smsgw_api/pipeline/webhooks.py)."""
 
     __tablename__ = "event_cursors"
 
@@ -352,6 +432,6 @@ class StatSample(Base):
     source: Mapped[str] = mapped_column(String(64))
     ts: Mapped[datetime]
     resolution: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    data: Mapped[dict] = mapped_column(JSONB)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
     __table_args__ = (Index("ix_stat_samples_source_res_ts", "source", "resolution", "ts"),)

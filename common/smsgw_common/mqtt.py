@@ -4,11 +4,13 @@ It reconnects by itself; `publish` never blocks the caller when the broker is
 down (QoS 1 messages are queued by paho and sent on reconnect, and Postgres
 stays the source of truth anyway).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -31,7 +33,9 @@ class Bus:
     ):
         self.settings = settings
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
             reconnect_on_failure=True,
         )
         if settings.username:
@@ -84,7 +88,7 @@ class Bus:
             return False
         return True
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             log.error("mqtt connection refused: %s", reason_code)
             return
@@ -98,7 +102,7 @@ class Bus:
             except Exception:
                 log.exception("on_connect callback failed")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self._connected.clear()
         log.warning("mqtt disconnected: %s", reason_code)
         if self._on_disconnect_cb:
@@ -107,11 +111,11 @@ class Bus:
             except Exception:
                 log.exception("on_disconnect callback failed")
 
-    def _on_message(self, client, userdata, msg):
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         for pattern, (_, handler) in list(self._subs.items()):
             if paho.topic_matches_sub(pattern, msg.topic):
                 try:
-                    handler(msg.topic, msg.payload)
+                    handler(msg.topic, bytes(msg.payload))
                 except Exception:
                     # A bad message must never kill the network loop.
                     log.exception("handler for %s failed", msg.topic)

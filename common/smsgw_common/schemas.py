@@ -3,12 +3,13 @@
 A payload that fails validation is logged and dropped by the consumer
 (`parse` returns None); it never crashes it.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -52,13 +53,13 @@ class ModemState(_Payload):
 class ModemCommand(_Payload):
     command: Literal["ussd", "restart", "refresh"]
     request_id: str = Field(min_length=1, max_length=64)
-    args: dict = Field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict)
 
 
 class ModemCommandReply(_Payload):
     request_id: str
     ok: bool
-    result: dict = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
 
 
@@ -86,7 +87,7 @@ class StatsReport(_Payload):
     rss_bytes: int | None = None
     cpu_percent: float | None = None
     cpu_seconds: float | None = None
-    extra: dict = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 P = TypeVar("P", bound=_Payload)

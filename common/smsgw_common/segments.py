@@ -3,6 +3,7 @@
 Carriers count and cap segments, not messages, so every service must agree on
 these numbers: the API for limits and previews, the worker for splitting.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -113,5 +114,5 @@ def analyze(text: str) -> SegmentInfo:
     return SegmentInfo(encoding, units, len(parts), multi, multi - last)
 
 
-def preview(text: str) -> dict:
+def preview(text: str) -> dict[str, object]:
     return {**asdict(analyze(text)), "characters": len(text)}

@@ -17,6 +17,7 @@ Processes that share a service name (gunicorn workers) should pass a source
 that tells them apart, e.g. `f"api-{os.getpid()}"`; the collector forgets a
 source that stopped reporting.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,14 @@ import os
 import resource
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .topics import Topics, check_id
+
+if TYPE_CHECKING:  # the collector's image imports this module, not paho's wrapper
+    from .mqtt import Bus
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,14 @@ def cpu_seconds() -> float:
 
 
 class Reporter:
-    def __init__(self, bus, topics: Topics, source: str, interval: float = 30.0,
-                 extra: Callable[[], dict] | None = None):
+    def __init__(
+        self,
+        bus: Bus,
+        topics: Topics,
+        source: str,
+        interval: float = 30.0,
+        extra: Callable[[], dict[str, object]] | None = None,
+    ) -> None:
         if interval <= 0:
             raise ValueError("selfstats interval must be positive")
         self.bus = bus
@@ -64,7 +75,7 @@ class Reporter:
         self._thread = threading.Thread(target=self._run, name=f"selfstats-{source}", daemon=True)
         self._last: tuple[float, float] | None = None
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, object]:
         """Build one report; CPU % is over the time since the previous one
         (of one core, so a busy 2-thread process can show up to 200)."""
         wall, cpu = time.monotonic(), cpu_seconds()
@@ -72,15 +83,19 @@ class Reporter:
         if self._last is not None and wall > self._last[0]:
             percent = round(100.0 * (cpu - self._last[1]) / (wall - self._last[0]), 2)
         self._last = (wall, cpu)
-        extra = {"pid": os.getpid()}
+        extra: dict[str, object] = {"pid": os.getpid()}
         if self.extra is not None:
             try:
                 extra.update(self.extra())
             except Exception:
                 log.exception("selfstats extra() failed")
         report = {
-            "source": self.source, "ts": datetime.now(timezone.utc).isoformat(), "rss_bytes": rss_bytes(),
-            "cpu_percent": percent, "cpu_seconds": round(cpu, 3), "extra": extra,
+            "source": self.source,
+            "ts": datetime.now(UTC).isoformat(),
+            "rss_bytes": rss_bytes(),
+            "cpu_percent": percent,
+            "cpu_seconds": round(cpu, 3),
+            "extra": extra,
         }
         return {k: v for k, v in report.items() if v is not None}
 
@@ -96,7 +111,7 @@ class Reporter:
                 # Telemetry must never take a service down.
                 log.exception("selfstats publish failed")
 
-    def start(self) -> "Reporter":
+    def start(self) -> Reporter:
         self._thread.start()
         return self
 
@@ -106,6 +121,7 @@ class Reporter:
             self._thread.join(timeout)
 
 
-def start(bus, topics: Topics, source: str, interval: float = 30.0,
-          extra: Callable[[], dict] | None = None) -> Reporter:
+def start(
+    bus: Bus, topics: Topics, source: str, interval: float = 30.0, extra: Callable[[], dict[str, object]] | None = None
+) -> Reporter:
     return Reporter(bus, topics, source, interval, extra).start()

@@ -3,16 +3,38 @@
 Every secret can also be given as NAME_FILE (Docker secrets). A service
 refuses to start when a secret it needs is missing or still a placeholder,
 so a forgotten `.env` can never run with a guessable key.
+
+A variable set to nothing (`LOG_LEVEL=` in an env file, which .env.example
+is full of) means "use the default", exactly as if it were not set.
 """
+
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, overload
 from urllib.parse import quote
 
+Environ = Mapping[str, str]
+
 PLACEHOLDERS = {
-    "", "changeme", "change-me", "change_me", "changeit", "secret", "password",
-    "admin", "xxx", "todo", "placeholder", "example", "default", "none", "null",
+    "",
+    "changeme",
+    "change-me",
+    "change_me",
+    "changeit",
+    "secret",
+    "password",
+    "admin",
+    "xxx",
+    "todo",
+    "placeholder",
+    "example",
+    "default",
+    "none",
+    "null",
 }
 
 
@@ -20,17 +42,25 @@ class SettingsError(RuntimeError):
     """A required setting is missing or invalid; the message names it."""
 
 
-def env_str(name: str, default: str | None = None, environ=None) -> str:
+def env_value(name: str, environ: Environ | None = None) -> str | None:
+    """NAME's value, or None when it is unset, empty or only blanks."""
     environ = os.environ if environ is None else environ
     value = environ.get(name)
-    if value is None or value == "":
+    if value is None or not value.strip():
+        return None
+    return value
+
+
+def env_str(name: str, default: str | None = None, environ: Environ | None = None) -> str:
+    value = env_value(name, environ)
+    if value is None:
         if default is None:
             raise SettingsError(f"{name} is not set")
         return default
     return value
 
 
-def env_int(name: str, default: int, environ=None) -> int:
+def env_int(name: str, default: int, environ: Environ | None = None) -> int:
     raw = env_str(name, str(default), environ)
     try:
         return int(raw)
@@ -38,7 +68,7 @@ def env_int(name: str, default: int, environ=None) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def env_float(name: str, default: float, environ=None) -> float:
+def env_float(name: str, default: float, environ: Environ | None = None) -> float:
     raw = env_str(name, str(default), environ)
     try:
         return float(raw)
@@ -46,7 +76,7 @@ def env_float(name: str, default: float, environ=None) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
-def env_bool(name: str, default: bool, environ=None) -> bool:
+def env_bool(name: str, default: bool, environ: Environ | None = None) -> bool:
     raw = env_str(name, "1" if default else "0", environ).strip().lower()
     if raw in {"1", "true", "yes", "on"}:
         return True
@@ -55,21 +85,34 @@ def env_bool(name: str, default: bool, environ=None) -> bool:
     raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-def env_list(name: str, default: str = "", environ=None) -> list[str]:
+def env_list(name: str, default: str = "", environ: Environ | None = None) -> list[str]:
     return [p.strip() for p in env_str(name, default, environ).split(",") if p.strip()]
+
+
+def env_log_level(name: str = "LOG_LEVEL", default: str = "INFO", environ: Environ | None = None) -> str:
+    """A level name logging knows (DEBUG, INFO, WARNING, ERROR, CRITICAL), upper case."""
+    level = env_str(name, default, environ).strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        raise SettingsError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {level!r}")
+    return level
 
 
 def is_placeholder(value: str) -> bool:
     v = value.strip().lower()
-    return v in PLACEHOLDERS or v.startswith("change") or v.startswith("<")
+    return v in PLACEHOLDERS or v.startswith(("change", "<"))
 
 
-def env_secret(name: str, environ=None, required: bool = True, min_length: int = 1) -> str | None:
+@overload
+def env_secret(
+    name: str, environ: Environ | None = None, required: Literal[True] = True, min_length: int = 1
+) -> str: ...
+@overload
+def env_secret(name: str, environ: Environ | None = None, required: bool = True, min_length: int = 1) -> str | None: ...
+def env_secret(name: str, environ: Environ | None = None, required: bool = True, min_length: int = 1) -> str | None:
     """Read NAME or the file named by NAME_FILE; refuse placeholders."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(name)
-    path = environ.get(f"{name}_FILE")
-    if (value is None or value == "") and path:
+    value = env_value(name, environ)
+    path = env_value(f"{name}_FILE", environ)
+    if value is None and path:
         try:
             with open(path, encoding="utf-8") as fh:
                 value = fh.read().strip()
@@ -91,7 +134,7 @@ class DatabaseSettings:
     url: str
 
     @classmethod
-    def from_env(cls, environ=None) -> "DatabaseSettings":
+    def from_env(cls, environ: Environ | None = None) -> DatabaseSettings:
         environ = os.environ if environ is None else environ
         # A URL with the password in it is a secret too (DATABASE_URL_FILE).
         url = env_secret("DATABASE_URL", environ, required=False)
@@ -117,7 +160,7 @@ class MqttSettings:
     keepalive: int = 30
 
     @classmethod
-    def from_env(cls, service: str, environ=None) -> "MqttSettings":
+    def from_env(cls, service: str, environ: Environ | None = None) -> MqttSettings:
         """Each service has its own broker user: MQTT_<SERVICE>_USERNAME/PASSWORD.
 
         The generic MQTT_USERNAME/MQTT_PASSWORD are the fallback, which keeps a
@@ -125,12 +168,11 @@ class MqttSettings:
         """
         environ = os.environ if environ is None else environ
         key = service.upper().replace("-", "_")
-        username = environ.get(f"MQTT_{key}_USERNAME") or environ.get("MQTT_USERNAME") or None
+        username = env_value(f"MQTT_{key}_USERNAME", environ) or env_value("MQTT_USERNAME", environ)
         password = None
         if username:
-            password = (
-                env_secret(f"MQTT_{key}_PASSWORD", environ, required=False)
-                or env_secret("MQTT_PASSWORD", environ, required=True)
+            password = env_secret(f"MQTT_{key}_PASSWORD", environ, required=False) or env_secret(
+                "MQTT_PASSWORD", environ, required=True
             )
         prefix = env_str("MQTT_PREFIX", "smsgw/", environ)
         if not prefix.endswith("/"):
@@ -151,7 +193,7 @@ class RedisSettings:
     url: str
 
     @classmethod
-    def from_env(cls, environ=None) -> "RedisSettings":
+    def from_env(cls, environ: Environ | None = None) -> RedisSettings:
         environ = os.environ if environ is None else environ
         url = env_secret("REDIS_URL", environ, required=False)
         if not url:
@@ -173,12 +215,12 @@ class CommonSettings:
     log_json: bool = True
 
     @classmethod
-    def from_env(cls, service: str, environ=None) -> "CommonSettings":
+    def from_env(cls, service: str, environ: Environ | None = None) -> CommonSettings:
         environ = os.environ if environ is None else environ
         return cls(
             database=DatabaseSettings.from_env(environ),
             mqtt=MqttSettings.from_env(service, environ),
             redis=RedisSettings.from_env(environ),
-            log_level=env_str("LOG_LEVEL", "INFO", environ).upper(),
+            log_level=env_log_level("LOG_LEVEL", "INFO", environ),
             log_json=env_bool("LOG_JSON", True, environ),
         )

@@ -1,4 +1,5 @@
-"""MQTT topic builders (DESIGN.md, "MQTT topics"). Nobody spells a topic by hand."""
+"""MQTT topic builders (docs/architecture.md, "MQTT topics"). Nobody spells a topic by hand."""
+
 from __future__ import annotations
 
 import re
@@ -51,5 +52,5 @@ class Topics:
         head = f"{self.prefix}modems/"
         if not topic.startswith(head):
             return None
-        rest = topic[len(head):].split("/", 1)
+        rest = topic[len(head) :].split("/", 1)
         return rest[0] or None

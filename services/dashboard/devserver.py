@@ -7,6 +7,7 @@ foreground. Tests and the benchmark import `NginxProcess`; developers run:
 
     python services/dashboard/devserver.py --port 8080 --api 127.0.0.1:5000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,15 @@ STATIC = HERE / "static"
 NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 MIME_TYPES = "/etc/nginx/mime.types"
 
-VARIABLES = ("API_UPSTREAM", "DASHBOARD_LISTEN", "DASHBOARD_HTTP_LISTEN", "DASHBOARD_PUBLIC_HTTPS_PORT",
-             "DASHBOARD_ROOT", "TLS_CERT", "TLS_KEY")
+VARIABLES = (
+    "API_UPSTREAM",
+    "DASHBOARD_LISTEN",
+    "DASHBOARD_HTTP_LISTEN",
+    "DASHBOARD_PUBLIC_HTTPS_PORT",
+    "DASHBOARD_ROOT",
+    "TLS_CERT",
+    "TLS_KEY",
+)
 
 
 def render(values: dict[str, str], template: str | None = None) -> str:
@@ -53,9 +61,27 @@ def self_signed(directory: Path) -> tuple[str, str]:
     listener under test is plain HTTP."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return str(cert), str(key)
 
@@ -101,27 +127,34 @@ class NginxProcess:
     def write_config(self) -> Path:
         (self.dir / "conf.d").mkdir(parents=True, exist_ok=True)
         cert, key = self_signed(self.dir)
-        conf = render({
-            "API_UPSTREAM": self.api,
-            "DASHBOARD_LISTEN": f"127.0.0.1:{self.port}",
-            "DASHBOARD_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
-            "DASHBOARD_PUBLIC_HTTPS_PORT": "443",
-            "DASHBOARD_ROOT": str(self.root),
-            "TLS_CERT": cert,
-            "TLS_KEY": key,
-        })
+        conf = render(
+            {
+                "API_UPSTREAM": self.api,
+                "DASHBOARD_LISTEN": f"127.0.0.1:{self.port}",
+                "DASHBOARD_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+                "DASHBOARD_PUBLIC_HTTPS_PORT": "443",
+                "DASHBOARD_ROOT": str(self.root),
+                "TLS_CERT": cert,
+                "TLS_KEY": key,
+            }
+        )
         (self.dir / "conf.d" / "default.conf").write_text(conf)
         main = self.dir / "nginx.conf"
         main.write_text(MAIN_CONF.format(dir=self.dir, mime=MIME_TYPES))
         return main
 
-    def start(self, timeout: float = 10.0) -> "NginxProcess":
+    def start(self, timeout: float = 10.0) -> NginxProcess:
         main = self.write_config()
-        test = subprocess.run([NGINX, "-t", "-c", str(main), "-p", str(self.dir)], capture_output=True, text=True, timeout=30)
+        test = subprocess.run(
+            [NGINX, "-t", "-c", str(main), "-p", str(self.dir)], capture_output=True, text=True, timeout=30
+        )
         if test.returncode != 0:
             raise RuntimeError(f"nginx rejected the config:\n{test.stderr}")
-        self.proc = subprocess.Popen([NGINX, "-c", str(main), "-p", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "wb"))
+        # nginx keeps its own copy of the descriptor; ours can close at once.
+        with open(self.dir / "stderr.log", "wb") as stderr:
+            self.proc = subprocess.Popen(
+                [NGINX, "-c", str(main), "-p", str(self.dir)], stdout=subprocess.DEVNULL, stderr=stderr
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -154,7 +187,7 @@ class NginxProcess:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "NginxProcess":
+    def __enter__(self) -> NginxProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,10 +1,11 @@
 """Login, JWTs and the login API key."""
+
 from __future__ import annotations
 
 import base64
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -70,13 +71,13 @@ def test_it_rate_limits_login_attempts(client, engine):
 
 def _token(app, **claims):
     secret = app.config["SMSGW_SETTINGS"].jwt_secret
-    base = {"sub": "1", "exp": datetime.now(timezone.utc) + timedelta(hours=1)}
+    base = {"sub": "1", "exp": datetime.now(UTC) + timedelta(hours=1)}
     base.update(claims)
     return jwt.encode(base, secret, algorithm="HS256")
 
 
 def test_it_rejects_an_expired_token(client, app, bob):
-    token = _token(app, sub=str(bob.id), exp=datetime.now(timezone.utc) - timedelta(seconds=5))
+    token = _token(app, sub=str(bob.id), exp=datetime.now(UTC) - timedelta(seconds=5))
     r = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401 and r.get_json()["code"] == "token_expired"
 
@@ -108,8 +109,16 @@ def test_it_rejects_a_token_of_a_deactivated_user(client, app, engine, alice):
     assert client.get("/api/me", headers=frank.headers).status_code == 401
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "sgw_not-a-real-key-at-all"}, {"X-API-Key": "garbage"},
-                                     {"Authorization": "Bearer not.a.jwt"}, {"Authorization": "Basic Ym9iOmJvYg=="}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-API-Key": "sgw_not-a-real-key-at-all"},
+        {"X-API-Key": "garbage"},
+        {"Authorization": "Bearer not.a.jwt"},
+        {"Authorization": "Basic Ym9iOmJvYg=="},
+    ],
+)
 def test_it_refuses_missing_or_bad_credentials(client, headers):
     r = client.get("/api/sms/outbox", headers=headers)
     assert r.status_code == 401
@@ -119,36 +128,45 @@ def test_it_refuses_missing_or_bad_credentials(client, headers):
 
 def test_it_changes_the_own_password(client, engine):
     gina = make_persona(engine, "gina", "viewer")
-    r = client.put("/api/me/password", json={"current_password": "wrong", "new_password": "another long one"},
-                   headers=gina.headers)
+    r = client.put(
+        "/api/me/password", json={"current_password": "wrong", "new_password": "another long one"}, headers=gina.headers
+    )
     assert r.status_code == 403
-    r = client.put("/api/me/password", json={"current_password": PASSWORD, "new_password": "short"},
-                   headers=gina.headers)
+    r = client.put(
+        "/api/me/password", json={"current_password": PASSWORD, "new_password": "short"}, headers=gina.headers
+    )
     assert r.status_code == 400 and "new_password" in r.get_json()["fields"]
-    r = client.put("/api/me/password", json={"current_password": PASSWORD, "new_password": "another long one"},
-                   headers=gina.headers)
+    r = client.put(
+        "/api/me/password",
+        json={"current_password": PASSWORD, "new_password": "another long one"},
+        headers=gina.headers,
+    )
     assert r.status_code == 200
     assert login(client, "gina", "another long one").status_code == 200
 
 
-@pytest.fixture()
+@pytest.fixture
 def proxied(database_url, redis_url, mqtt_prefix):
     """The API as it runs behind nginx (TRUST_PROXY), with a small login limit."""
     from smsgw_api import create_app
-    from smsgw_api.extensions import bus, db
+    from smsgw_api.core.extensions import bus, db
 
     from .api_support import api_env
 
-    app = create_app({"ENV": api_env(database_url, redis_url, mqtt_prefix, TRUST_PROXY="1",
-                                     LOGIN_MAX_ATTEMPTS="2"), "TESTING": True})
+    app = create_app(
+        {"ENV": api_env(database_url, redis_url, mqtt_prefix, TRUST_PROXY="1", LOGIN_MAX_ATTEMPTS="2"), "TESTING": True}
+    )
     yield app.test_client()
     bus.stop(app)
     db.dispose(app)
 
 
 def test_behind_the_proxy_a_forged_forwarded_for_is_attributed_to_the_address_the_proxy_added(proxied, engine):
-    r = proxied.post("/api/auth", json={"username": "nobody-forged", "password": "not the password"},
-                     headers={"X-Forwarded-For": "1.2.3.4, 9.9.9.9", "X-Request-ID": "forged-xff-1"})
+    r = proxied.post(
+        "/api/auth",
+        json={"username": "nobody-forged", "password": "not the password"},
+        headers={"X-Forwarded-For": "1.2.3.4, 9.9.9.9", "X-Request-ID": "forged-xff-1"},
+    )
     assert r.status_code == 401
     with engine.connect() as conn:
         ip = conn.execute(text("SELECT ip FROM logs WHERE request_id = 'forged-xff-1'")).scalar()
@@ -163,8 +181,11 @@ def test_behind_the_proxy_the_per_address_login_limit_cannot_be_dodged_by_a_forg
     codes = []
     for i in range(limit + 2):
         # Another user each time (no per-user limit) and another forged address in front.
-        r = proxied.post("/api/auth", json={"username": f"spray-{secrets.token_hex(4)}", "password": "guess-guess"},
-                         headers={"X-Forwarded-For": f"10.0.{i}.{i}, {client_addr}"})
+        r = proxied.post(
+            "/api/auth",
+            json={"username": f"spray-{secrets.token_hex(4)}", "password": "guess-guess"},
+            headers={"X-Forwarded-For": f"10.0.{i}.{i}, {client_addr}"},
+        )
         codes.append(r.status_code)
     assert codes[:limit] == [401] * limit
     assert codes[limit:] == [429, 429], codes

@@ -1,4 +1,5 @@
 """One error format for every failure, and nothing half-written."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,11 @@ def assert_error(r, status):
 
 def test_bad_json_is_a_400(client, bob, engine):
     before = count_rows(engine, "messages")
-    r = client.post("/api/sms", data='{"recipient": "+4915112345678", "message": ', headers={
-        **bob.headers, "Content-Type": "application/json"})
+    r = client.post(
+        "/api/sms",
+        data='{"recipient": "+4915112345678", "message": ',
+        headers={**bob.headers, "Content-Type": "application/json"},
+    )
     assert assert_error(r, 400)["code"] == "invalid_json"
     r = client.post("/api/sms", data="[1, 2]", headers={**bob.headers, "Content-Type": "application/json"})
     assert "JSON object" in assert_error(r, 400)["error"]
@@ -26,8 +30,11 @@ def test_bad_json_is_a_400(client, bob, engine):
 
 
 def test_a_wrong_content_type_is_a_415(client, bob):
-    r = client.post("/api/sms", data="recipient=%2B4915112345678&message=hi",
-                    headers={**bob.headers, "Content-Type": "application/x-www-form-urlencoded"})
+    r = client.post(
+        "/api/sms",
+        data="recipient=%2B4915112345678&message=hi",
+        headers={**bob.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert "application/json" in assert_error(r, 415)["error"]
 
 
@@ -36,8 +43,10 @@ def test_an_oversized_body_is_a_413(client, bob):
     assert_error(r, 413)
 
 
-@pytest.mark.parametrize("method,path,status", [("GET", "/api/nothing-here", 404), ("DELETE", "/api/sms", 405),
-                                                ("GET", "/api/sim-cards/abc", 404)])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [("GET", "/api/nothing-here", 404), ("DELETE", "/api/sms", 405), ("GET", "/api/sim-cards/abc", 404)],
+)
 def test_unknown_routes_and_methods_are_json(client, bob, method, path, status):
     assert_error(client.open(path, method=method, headers=bob.headers), status)
 
@@ -50,12 +59,14 @@ def test_a_request_id_goes_in_and_out(client, bob):
 
 
 def test_cors_answers_only_allowed_origins(database_url, redis_url, mqtt_prefix):
-    from .api_support import api_env
     from smsgw_api import create_app
-    from smsgw_api.extensions import db
+    from smsgw_api.core.extensions import db
 
-    app = create_app({"ENV": api_env(database_url, redis_url, mqtt_prefix,
-                                     CORS_ALLOWED_ORIGINS="https://gw.example.org")})
+    from .api_support import api_env
+
+    app = create_app(
+        {"ENV": api_env(database_url, redis_url, mqtt_prefix, CORS_ALLOWED_ORIGINS="https://gw.example.org")}
+    )
     try:
         c = app.test_client()
         ok = c.get("/healthz", headers={"Origin": "https://gw.example.org"})
@@ -91,8 +102,12 @@ _MISTYPED = [
     ("POST", "/api/sms", {**_SEND, "sim_card_id": 10**30}, "sim_card_id"),
     ("POST", "/api/sms", {**_SEND, "send_at": {"at": 1}}, "send_at"),
     ("POST", "/api/sms/batch", {"messages": [{**_SEND, "priority": []}]}, "messages[0].priority"),
-    ("POST", "/api/sms/batch", {"recipients": ["+4915112345678"], "message": "hi", "priority": {"a": 1}},
-     "messages[0].priority"),
+    (
+        "POST",
+        "/api/sms/batch",
+        {"recipients": ["+4915112345678"], "message": "hi", "priority": {"a": 1}},
+        "messages[0].priority",
+    ),
     ("POST", "/api/sms/batch", {"recipients": [49151], "message": "hi"}, "messages[0].recipient"),
     ("POST", "/api/sim-cards", {"number": ["+4915100000001"]}, "number"),
     ("POST", "/api/sim-cards", {"number": "+4915100000001", "status": ["active"]}, "status"),
@@ -112,10 +127,10 @@ _MISTYPED = [
 ]
 
 
-@pytest.mark.parametrize("method,path,body,field", _MISTYPED,
-                         ids=[f"{m} {p} {f}" for m, p, _, f in _MISTYPED])
-def test_a_field_of_the_wrong_type_is_a_400_that_names_it_and_writes_nothing(client, alice, engine,
-                                                                              method, path, body, field):
+@pytest.mark.parametrize("method,path,body,field", _MISTYPED, ids=[f"{m} {p} {f}" for m, p, _, f in _MISTYPED])
+def test_a_field_of_the_wrong_type_is_a_400_that_names_it_and_writes_nothing(
+    client, alice, engine, method, path, body, field
+):
     before = _counts(engine)
     body = assert_error(client.open(path, method=method, json=body, headers=alice.headers), 400)
     assert field in body["fields"], body
@@ -125,23 +140,34 @@ def test_a_field_of_the_wrong_type_is_a_400_that_names_it_and_writes_nothing(cli
 @pytest.mark.parametrize("field,value", [("sim_card_id", "Infinity"), ("sim_card_id", "-Infinity")])
 def test_a_non_finite_json_number_where_an_int_is_expected_is_a_400(client, alice, engine, field, value):
     before = _counts(engine)
-    raw = '{"recipient": "+4915112345678", "message": "hi", "%s": %s}' % (field, value)
+    raw = f'{{"recipient": "+4915112345678", "message": "hi", "{field}": {value}}}'
     r = client.post("/api/sms", data=raw, headers={**alice.headers, "Content-Type": "application/json"})
     assert field in assert_error(r, 400)["fields"]
     assert _counts(engine) == before
 
 
 def test_a_put_with_a_limit_of_infinity_is_a_400(client, alice, sim, engine):
-    r = client.put(f"/api/sim-cards/{sim.id}", data='{"limit_per_day": Infinity}',
-                   headers={**alice.headers, "Content-Type": "application/json"})
+    r = client.put(
+        f"/api/sim-cards/{sim.id}",
+        data='{"limit_per_day": Infinity}',
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
     assert "limit_per_day" in assert_error(r, 400)["fields"]
 
 
 _NUL_BODIES = [
     ("POST", "/api/sms", {"recipient": "+4915112345678", "message": "hi\u0000there"}, "message"),
-    ("POST", "/api/sms/batch", {"messages": [{"recipient": "+4915112345678", "message": "ok"},
-                                             {"recipient": "+4915112345678", "message": "\u0000"}]},
-     "messages[1].message"),
+    (
+        "POST",
+        "/api/sms/batch",
+        {
+            "messages": [
+                {"recipient": "+4915112345678", "message": "ok"},
+                {"recipient": "+4915112345678", "message": "\u0000"},
+            ]
+        },
+        "messages[1].message",
+    ),
     ("POST", "/api/auth", {"username": "bob\u0000", "password": "whatever it is"}, "username"),
     ("POST", "/api/api-keys", {"name": "key\u0000"}, "name"),
     ("POST", "/api/sim-cards", {"number": "+4915100000003", "label": "a\u0000b"}, "label"),
@@ -150,10 +176,8 @@ _NUL_BODIES = [
 ]
 
 
-@pytest.mark.parametrize("method,path,body,field", _NUL_BODIES,
-                         ids=[f"{m} {p} {f!r}" for m, p, _, f in _NUL_BODIES])
-def test_a_nul_character_in_a_json_body_is_a_400_that_names_the_field(client, alice, engine,
-                                                                       method, path, body, field):
+@pytest.mark.parametrize("method,path,body,field", _NUL_BODIES, ids=[f"{m} {p} {f!r}" for m, p, _, f in _NUL_BODIES])
+def test_a_nul_character_in_a_json_body_is_a_400_that_names_the_field(client, alice, engine, method, path, body, field):
     before = _counts(engine)
     body = assert_error(client.open(path, method=method, json=body, headers=alice.headers), 400)
     assert body["code"] == "nul_character" and field in body["fields"], body
@@ -174,11 +198,19 @@ def test_a_nul_in_the_idempotency_key_is_a_400(client, bob, engine):
     assert _counts(engine) == before
 
 
-@pytest.mark.parametrize("path,field", [
-    ("/api/sms/outbox?q=%00", "q"), ("/api/sms/outbox?number=%00", "number"), ("/api/sms/inbox?q=a%00", "q"),
-    ("/api/sms-status?number=%2B49%00", "number"), ("/api/logs?action=%00", "action"),
-    ("/api/logs?status=%00", "status"), ("/api/opt-outs?q=%00", "q"), ("/api/opt-outs/%2B49%00", "path"),
-])
+@pytest.mark.parametrize(
+    "path,field",
+    [
+        ("/api/sms/outbox?q=%00", "q"),
+        ("/api/sms/outbox?number=%00", "number"),
+        ("/api/sms/inbox?q=a%00", "q"),
+        ("/api/sms-status?number=%2B49%00", "number"),
+        ("/api/logs?action=%00", "action"),
+        ("/api/logs?status=%00", "status"),
+        ("/api/opt-outs?q=%00", "q"),
+        ("/api/opt-outs/%2B49%00", "path"),
+    ],
+)
 def test_a_nul_in_the_url_is_a_400_that_names_the_parameter(client, alice, path, field):
     method = "DELETE" if path.startswith("/api/opt-outs/") else "GET"
     body = assert_error(client.open(path, method=method, headers=alice.headers), 400)

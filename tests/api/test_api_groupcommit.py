@@ -1,11 +1,13 @@
 """Concurrent sends share one commit, and one bad row fails alone."""
+
 from __future__ import annotations
 
 import threading
-import time
 
 from sqlalchemy import text
-from smsgw_api.groupcommit import GroupCommitter
+from support.waits import holds_for
+
+from smsgw_api.core.groupcommit import GroupCommitter
 
 from .api_support import count_rows
 
@@ -20,9 +22,16 @@ def _run_concurrently(gc, works, first_delay=0.3):
         except Exception as exc:
             results[i] = exc
 
-    first = threading.Thread(target=run, args=(0, works[0]))
+    holding = threading.Event()
+
+    def first_work(conn):
+        holding.set()
+        return works[0](conn)
+
+    first = threading.Thread(target=run, args=(0, first_work))
     first.start()
-    time.sleep(first_delay / 3)
+    # The others queue up once the first is inside its transaction.
+    assert holding.wait(5), "the first work never started"
     others = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(works[1:], 1)]
     for t in others:
         t.start()
@@ -59,7 +68,7 @@ def test_a_failing_row_does_not_fail_the_others(engine):
 
 
 def test_a_follower_that_waits_too_long_is_withdrawn_and_never_written(engine):
-    from smsgw_api.groupcommit import CommitTimeout
+    from smsgw_api.core.groupcommit import CommitTimeout
 
     gc = GroupCommitter(engine, run_each, wait_timeout=0.2)
     ran = []
@@ -68,13 +77,12 @@ def test_a_follower_that_waits_too_long_is_withdrawn_and_never_written(engine):
     results = _run_concurrently(gc, [slow, late], first_delay=0.3)
     assert results[0] == "slow"
     assert isinstance(results[1], CommitTimeout) and results[1].written is False, results
-    time.sleep(0.2)
-    assert ran == []  # a retry cannot duplicate it
+    holds_for(lambda: ran == [], 0.2, message="the withdrawn work never runs")  # a retry cannot duplicate it
     assert gc.submit(lambda conn: "next") == "next"  # and the committer is not stuck
 
 
 def test_a_follower_whose_transaction_is_still_running_hears_the_outcome_is_unknown(engine):
-    from smsgw_api.groupcommit import CommitTimeout
+    from smsgw_api.core.groupcommit import CommitTimeout
 
     gc = GroupCommitter(engine, run_each, wait_timeout=0.6)
     done = threading.Event()
@@ -89,7 +97,8 @@ def test_a_follower_whose_transaction_is_still_running_hears_the_outcome_is_unkn
 
 
 def test_a_send_that_cannot_be_committed_in_time_is_a_503_and_writes_nothing(app, client, bob, sim, engine):
-    from smsgw_api.sms import _wake_modems, insert_messages
+    from smsgw_api.domain.outbox import insert_messages
+    from smsgw_api.routes.sms import _wake_modems
 
     stuck = GroupCommitter(engine, insert_messages, wait_timeout=0.2, after_commit=_wake_modems)
     stuck._busy = True  # a leader whose commit hangs
@@ -97,8 +106,11 @@ def test_a_send_that_cannot_be_committed_in_time_is_a_503_and_writes_nothing(app
     app.extensions["smsgw_group_commit"] = stuck
     before = count_rows(engine, "messages")
     try:
-        r = client.post("/api/sms", json={"recipient": "+4915112345678", "message": "hi", "sim_card_id": sim.id},
-                        headers={**bob.headers, "Idempotency-Key": "stuck-commit-1"})
+        r = client.post(
+            "/api/sms",
+            json={"recipient": "+4915112345678", "message": "hi", "sim_card_id": sim.id},
+            headers={**bob.headers, "Idempotency-Key": "stuck-commit-1"},
+        )
     finally:
         if saved is None:
             app.extensions.pop("smsgw_group_commit", None)
@@ -109,22 +121,28 @@ def test_a_send_that_cannot_be_committed_in_time_is_a_503_and_writes_nothing(app
     assert body["code"] == "database_busy" and body["outcome"] == "not_queued" and r.headers["Retry-After"]
     assert count_rows(engine, "messages") == before
     # The same key afterwards queues it once.
-    r = client.post("/api/sms", json={"recipient": "+4915112345678", "message": "hi", "sim_card_id": sim.id},
-                    headers={**bob.headers, "Idempotency-Key": "stuck-commit-1"})
+    r = client.post(
+        "/api/sms",
+        json={"recipient": "+4915112345678", "message": "hi", "sim_card_id": sim.id},
+        headers={**bob.headers, "Idempotency-Key": "stuck-commit-1"},
+    )
     assert r.status_code == 200 and count_rows(engine, "messages") == before + 1
 
 
 def test_a_send_whose_commit_outcome_is_unknown_says_to_retry_with_the_same_key(app, client, bob, sim, monkeypatch):
-    from smsgw_api import sms
-    from smsgw_api.groupcommit import CommitTimeout
+    from smsgw_api.core.groupcommit import CommitTimeout
+    from smsgw_api.routes import sms
 
     class Unknown:
         def submit(self, item):
             raise CommitTimeout("the database did not commit in time; the item may still be committed", None)
 
     monkeypatch.setattr(sms, "committer", lambda: Unknown())
-    r = client.post("/api/sms", json={"recipient": "+4915112345678", "message": "hi", "sim_card_id": sim.id},
-                    headers={**bob.headers, "Idempotency-Key": "unknown-outcome-1"})
+    r = client.post(
+        "/api/sms",
+        json={"recipient": "+4915112345678", "message": "hi", "sim_card_id": sim.id},
+        headers={**bob.headers, "Idempotency-Key": "unknown-outcome-1"},
+    )
     assert r.status_code == 503
     body = r.get_json()
     assert body["code"] == "outcome_unknown" and body["outcome"] == "unknown"

@@ -1,6 +1,7 @@
 """The API as deployed: `python -m smsgw_api serve` (migrations, first admin
 from ADMIN_PASSWORD_FILE, gunicorn with 2 gevent workers), driven over HTTP
 with the seed SDK's exact request shapes."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,15 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as paho
 import pytest
 import requests
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import create_engine, text
-
 from shared_fixtures import create_database, drop_database
+from sqlalchemy import create_engine, text
+from support.waits import wait_until
 
 ADMIN_PASSWORD = "first-start admin password"
 
@@ -38,23 +38,32 @@ def deployed(service_env, python, tmp_path_factory, run_id):
     secret_dir = tmp_path_factory.mktemp("secrets")
     (secret_dir / "admin").write_text(ADMIN_PASSWORD + "\n")
     port = _free_port()
-    env = {**service_env, "DATABASE_URL": url, "JWT_SECRET": secrets.token_urlsafe(48),
-           "ADMIN_USERNAME": "root", "ADMIN_PASSWORD_FILE": str(secret_dir / "admin"),
-           "API_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2", "LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([python, "-m", "smsgw_api", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env = {
+        **service_env,
+        "DATABASE_URL": url,
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "ADMIN_USERNAME": "root",
+        "ADMIN_PASSWORD_FILE": str(secret_dir / "admin"),
+        "API_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [python, "-m", "smsgw_api", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def ready():
             assert proc.poll() is None, proc.stderr.read()[-3000:]
-            try:
-                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the API did not become ready in 60 s"
-            time.sleep(0.3)
+            return requests.get(f"{base}/readyz", timeout=1).status_code == 200
+
+        wait_until(ready, 60, 0.3, f"{base}/readyz to answer 200", ignore=(requests.RequestException,))
         engine = create_engine(url)
         yield base, engine, env
         engine.dispose()
@@ -73,13 +82,18 @@ def admin_key(deployed):
     base, engine, _ = deployed
     login = requests.post(f"{base}/api/auth", json={"username": "root", "password": ADMIN_PASSWORD}, timeout=10)
     assert login.status_code == 200, login.text
-    r = requests.post(f"{base}/api/api-keys", json={"name": "sdk"},
-                      headers={"Authorization": f"Bearer {login.json()['token']}"}, timeout=10)
+    r = requests.post(
+        f"{base}/api/api-keys",
+        json={"name": "sdk"},
+        headers={"Authorization": f"Bearer {login.json()['token']}"},
+        timeout=10,
+    )
     key = r.json()["api_key"]
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO modems (id, online) VALUES ('gm1', true)"))
-    r = requests.post(f"{base}/api/sim-cards", json={"number": "+4915100001111"}, headers={"X-API-Key": key},
-                      timeout=10)
+    r = requests.post(
+        f"{base}/api/sim-cards", json={"number": "+4915100001111"}, headers={"X-API-Key": key}, timeout=10
+    )
     assert r.status_code == 200
     with engine.begin() as conn:
         conn.execute(text("UPDATE sim_cards SET modem_id = 'gm1' WHERE id = :id"), {"id": r.json()["id"]})
@@ -129,9 +143,7 @@ def test_gunicorn_publishes_the_wake_up(deployed, admin_key):
     try:
         assert ready.wait(5)
         message_id = SeedSdkCalls(deployed[0], admin_key).send_sms("+254712345679", "wake")["message_id"]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and {"message_id": message_id} not in got:
-            time.sleep(0.05)
+        wait_until(lambda: {"message_id": message_id} in got, 5, 0.05, lambda: f"the wake-up; got {got}")
         assert {"message_id": message_id} in got
     finally:
         c.loop_stop()
@@ -158,13 +170,24 @@ def test_create_admin_takes_the_password_from_a_file(deployed, python, tmp_path)
     base, _, env = deployed
     pw = tmp_path / "pw"
     pw.write_text("another admin's password\n")
-    r = subprocess.run([python, "-m", "smsgw_api", "create-admin", "--username", "second", "--password-file",
-                        str(pw)], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [python, "-m", "smsgw_api", "create-admin", "--username", "second", "--password-file", str(pw)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
-    login = requests.post(f"{base}/api/auth", json={"username": "second", "password": "another admin's password"},
-                          timeout=10)
+    login = requests.post(
+        f"{base}/api/auth", json={"username": "second", "password": "another admin's password"}, timeout=10
+    )
     assert login.status_code == 200 and login.json()["role"] == "admin"
     pw.write_text("short")
-    r = subprocess.run([python, "-m", "smsgw_api", "create-admin", "--username", "third", "--password-file",
-                        str(pw)], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [python, "-m", "smsgw_api", "create-admin", "--username", "third", "--password-file", str(pw)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "at least" in r.stderr

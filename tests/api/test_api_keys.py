@@ -1,10 +1,12 @@
 """Named API keys: shown once, stored hashed, revocable; admins manage anyone's."""
+
 from __future__ import annotations
 
 import hashlib
 
-from .api_support import PASSWORD, make_persona
 from sqlalchemy import text
+
+from .api_support import PASSWORD, make_persona
 
 
 def test_it_shows_a_new_key_once_and_stores_only_its_hash(client, bob, engine):
@@ -58,8 +60,12 @@ def test_it_refuses_bad_key_requests_without_writing(client, bob, engine):
     before = keys()
     assert client.post("/api/api-keys", json={"name": ""}, headers=bob.headers).status_code == 400
     assert client.post("/api/api-keys", json={"name": "x" * 101}, headers=bob.headers).status_code == 400
-    assert client.post("/api/api-keys", json={"name": "old", "expires_at": "2001-01-01T00:00:00Z"},
-                       headers=bob.headers).status_code == 400
+    assert (
+        client.post(
+            "/api/api-keys", json={"name": "old", "expires_at": "2001-01-01T00:00:00Z"}, headers=bob.headers
+        ).status_code
+        == 400
+    )
     assert client.delete("/api/api-keys/987654", headers=bob.headers).status_code == 404
     assert keys() == before
 

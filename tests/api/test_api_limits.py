@@ -1,12 +1,14 @@
-"""SIM sending limits counted in Redis (routing.py): shared by every API
+"""SIM sending limits counted in Redis (domain/limits.py): shared by every API
 process, seeded from Postgres when a counter is missing, given back on
 cancel, all or nothing for batches, and Postgres when Redis is down."""
+
 from __future__ import annotations
 
 import logging
 import socket
 import threading
 from contextlib import contextmanager
+from datetime import UTC
 
 import pytest
 import redis as redis_lib
@@ -18,8 +20,7 @@ RECIPIENT = "+4915112345678"
 
 
 def send(client, persona, body):
-    return client.post("/api/sms", json={"recipient": RECIPIENT, "message": "limited", **body},
-                       headers=persona.headers)
+    return client.post("/api/sms", json={"recipient": RECIPIENT, "message": "limited", **body}, headers=persona.headers)
 
 
 @contextmanager
@@ -27,7 +28,7 @@ def api(database_url, redis_url, mqtt_prefix, **env):
     """Another API process, as far as routing is concerned: its own app,
     router, snapshot and connection pools."""
     from smsgw_api import create_app
-    from smsgw_api.extensions import bus, db
+    from smsgw_api.core.extensions import bus, db
 
     app = create_app({"ENV": api_env(database_url, redis_url, mqtt_prefix, **env), "TESTING": True})
     try:
@@ -41,8 +42,13 @@ def api(database_url, redis_url, mqtt_prefix, **env):
 def only_active(engine, *sim_ids):
     """Every other SIM of this package's database inactive meanwhile."""
     with engine.begin() as conn:
-        others = [r.id for r in conn.execute(text("SELECT id FROM sim_cards WHERE status = 'active' "
-                                                  "AND NOT (id = ANY(:ids))"), {"ids": list(sim_ids)})]
+        others = [
+            r.id
+            for r in conn.execute(
+                text("SELECT id FROM sim_cards WHERE status = 'active' AND NOT (id = ANY(:ids))"),
+                {"ids": list(sim_ids)},
+            )
+        ]
         conn.execute(text("UPDATE sim_cards SET status = 'inactive' WHERE id = ANY(:ids)"), {"ids": others})
     try:
         yield
@@ -65,22 +71,31 @@ def flush_counters(redis_url, mqtt_prefix) -> int:
 
 def counted(app, engine, sim_id):
     """(Redis counters, Postgres usage) of a SIM."""
-    from smsgw_api.routing import Sim, router, usage_of
+    from smsgw_api.domain.capacity import Sim, usage_of
+    from smsgw_api.routes.deps import router
 
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT id, number, status, modem_id, true AS online, limit_per_minute, "
-                                "limit_per_day, limit_per_month FROM sim_cards WHERE id = :id"), {"id": sim_id}).one()
+        row = conn.execute(
+            text(
+                "SELECT id, number, status, modem_id, true AS online, limit_per_minute, "
+                "limit_per_day, limit_per_month FROM sim_cards WHERE id = :id"
+            ),
+            {"id": sim_id},
+        ).one()
         pg = usage_of(conn, [sim_id]).get(sim_id)
     return router(app).counters.read([Sim(**row._mapping)])[sim_id], pg
 
 
-def test_two_api_processes_together_accept_exactly_the_per_minute_limit(database_url, redis_url, mqtt_prefix,
-                                                                          bob, engine):
+def test_two_api_processes_together_accept_exactly_the_per_minute_limit(
+    database_url, redis_url, mqtt_prefix, bob, engine
+):
     limit = 4
     sim = make_sim(engine, limit_per_minute=limit)
     body = {"sim_card_id": sim.id, "on_unavailable": "fail"}
-    with api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=1) as a, \
-            api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=1) as b:
+    with (
+        api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=1) as a,
+        api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=1) as b,
+    ):
         clients = [a.test_client(), b.test_client()]
         for c in clients:  # warm both (pools, snapshot, scripts) so that the sends really overlap
             assert c.get("/api/sim-cards", headers=bob.headers).status_code == 200
@@ -115,9 +130,11 @@ def test_auto_routing_in_two_processes_never_overshoots_a_limit(database_url, re
     """Each process's snapshot is minutes old; only the shared counters know
     what the other process routed."""
     sim = make_sim(engine, limit_per_minute=3)
-    with only_active(engine, sim.id), \
-            api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=300) as a, \
-            api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=300) as b:
+    with (
+        only_active(engine, sim.id),
+        api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=300) as a,
+        api(database_url, redis_url, mqtt_prefix, ROUTING_CACHE_SECONDS=300) as b,
+    ):
         clients = [a.test_client(), b.test_client()]
         answers = [send(clients[i % 2], bob, {}) for i in range(6)]
         codes = [r.status_code for r in answers]
@@ -127,8 +144,9 @@ def test_auto_routing_in_two_processes_never_overshoots_a_limit(database_url, re
         assert count_rows(engine, "messages", "sim_card_id = :s", s=sim.id) == 3
 
 
-def test_counters_missing_from_redis_are_seeded_from_postgres(database_url, redis_url, mqtt_prefix, bob, engine,
-                                                             client, app):
+def test_counters_missing_from_redis_are_seeded_from_postgres(
+    database_url, redis_url, mqtt_prefix, bob, engine, client, app
+):
     sim = make_sim(engine, limit_per_minute=3, limit_per_day=100, limit_per_month=1000)
     body = {"sim_card_id": sim.id, "on_unavailable": "fail"}
     assert [send(client, bob, body).status_code for _ in range(2)] == [200, 200]
@@ -186,14 +204,18 @@ def test_a_pinned_sim_at_its_limit_queues_when_the_client_waits(client, bob, eng
 
 def test_a_batch_reserves_all_or_nothing(client, bob, engine, app):
     sim = make_sim(engine, limit_per_minute=3)
-    item = {"recipient": RECIPIENT, "message": "batch", "sim_card_id": sim.id, "on_unavailable": "fail"}
-    r = client.post("/api/sms/batch", json={"messages": [item] * 4}, headers=bob.headers)
+    # Distinct texts: a batch refuses the same text twice to one recipient.
+    items = [
+        {"recipient": RECIPIENT, "message": f"batch {i}", "sim_card_id": sim.id, "on_unavailable": "fail"}
+        for i in range(4)
+    ]
+    r = client.post("/api/sms/batch", json={"messages": items}, headers=bob.headers)
     assert r.status_code == 429 and r.get_json()["code"] == "sim_limit_reached"
     assert r.get_json()["index"] == 3
     assert count_rows(engine, "messages", "sim_card_id = :s", s=sim.id) == 0
     redis_usage, _ = counted(app, engine, sim.id)
     assert redis_usage is None or redis_usage.minute == 0  # nothing stayed reserved
-    r = client.post("/api/sms/batch", json={"messages": [item] * 3}, headers=bob.headers)
+    r = client.post("/api/sms/batch", json={"messages": items[:3]}, headers=bob.headers)
     assert r.status_code == 201, r.get_json()
     assert send(client, bob, {"sim_card_id": sim.id, "on_unavailable": "fail"}).status_code == 429
 
@@ -201,13 +223,19 @@ def test_a_batch_reserves_all_or_nothing(client, bob, engine, app):
 def test_a_batch_spreads_over_sims_with_capacity(client, bob, engine):
     small, large = make_sim(engine, limit_per_minute=2), make_sim(engine, limit_per_minute=10)
     with only_active(engine, small.id, large.id):
-        r = client.post("/api/sms/batch", json={"recipients": [RECIPIENT] * 8, "message": "spread"},
-                        headers=bob.headers)
+        r = client.post(
+            "/api/sms/batch",
+            json={"recipients": [f"+1555000{i:04d}" for i in range(8)], "message": "spread"},
+            headers=bob.headers,
+        )
         assert r.status_code == 201, r.get_json()
         used = [m["sim_card_id"] for m in r.get_json()["messages"]]
         assert used.count(small.id) == 2 and used.count(large.id) == 6
-        r = client.post("/api/sms/batch", json={"recipients": [RECIPIENT] * 5, "message": "too many"},
-                        headers=bob.headers)
+        r = client.post(
+            "/api/sms/batch",
+            json={"recipients": [f"+1555000{i:04d}" for i in range(5)], "message": "too many"},
+            headers=bob.headers,
+        )
         assert r.status_code == 429 and r.get_json()["code"] == "sim_limits_reached"
         assert r.get_json()["index"] == 4
         assert count_rows(engine, "messages", "sim_card_id = ANY(:s)", s=[small.id, large.id]) == 8
@@ -223,26 +251,32 @@ def test_a_limit_set_through_the_api_counts_what_was_sent_before(client, alice, 
     assert send(client, bob, body).status_code == 200
     assert send(client, bob, body).status_code == 429
     # Lifted and set again: the counters start from Postgres, not from before.
-    assert client.put(f"/api/sim-cards/{sim.id}", json={"limit_per_minute": None}, headers=alice.headers
-                      ).status_code == 200
+    assert (
+        client.put(f"/api/sim-cards/{sim.id}", json={"limit_per_minute": None}, headers=alice.headers).status_code
+        == 200
+    )
     assert send(client, bob, {"sim_card_id": sim.id}).status_code == 200  # not counted in Redis meanwhile
-    assert client.put(f"/api/sim-cards/{sim.id}", json={"limit_per_minute": 6}, headers=alice.headers
-                      ).status_code == 200
+    assert (
+        client.put(f"/api/sim-cards/{sim.id}", json={"limit_per_minute": 6}, headers=alice.headers).status_code == 200
+    )
     assert send(client, bob, body).status_code == 200  # the 6th
     assert send(client, bob, body).status_code == 429
 
 
 def test_a_rerouted_message_counts_for_its_new_sim(app, engine, client, bob):
-    from smsgw_api.routing import router
+    from smsgw_api.domain.capacity import Move
+    from smsgw_api.routes.deps import router
 
     old, new = make_sim(engine, limit_per_minute=5), make_sim(engine, limit_per_minute=5)
     for s in (old, new):
         assert send(client, bob, {"sim_card_id": s.id}).status_code == 200
     message_id = send(client, bob, {"sim_card_id": old.id}).get_json()["message_id"]
     with engine.begin() as conn:  # what the sweeper does, then tells the router
-        row = conn.execute(text("UPDATE messages SET sim_card_id = :new WHERE id = :id "
-                                "RETURNING segments, timestamp"), {"new": new.id, "id": message_id}).one()
-    router(app).moved([(row.segments, old.id, new.id, row.timestamp)])
+        row = conn.execute(
+            text("UPDATE messages SET sim_card_id = :new WHERE id = :id RETURNING segments, timestamp"),
+            {"new": new.id, "id": message_id},
+        ).one()
+    router(app).moved([Move(row.segments, old.id, new.id, row.timestamp)])
     for s, expected in ((old, 1), (new, 2)):
         redis_usage, pg_usage = counted(app, engine, s.id)
         assert redis_usage == pg_usage and redis_usage.minute == expected
@@ -254,8 +288,10 @@ def test_without_redis_limits_are_counted_from_postgres(database_url, mqtt_prefi
         closed_port = s.getsockname()[1]
     sim = make_sim(engine, limit_per_minute=2)
     body = {"sim_card_id": sim.id, "on_unavailable": "fail"}
-    with caplog.at_level(logging.WARNING, logger="smsgw_api.routing"), \
-            api(database_url, f"redis://127.0.0.1:{closed_port}/0", mqtt_prefix) as down:
+    with (
+        caplog.at_level(logging.WARNING, logger="smsgw_api.domain.routing"),
+        api(database_url, f"redis://127.0.0.1:{closed_port}/0", mqtt_prefix) as down,
+    ):
         c = down.test_client()
         assert [send(c, bob, body).status_code for _ in range(3)] == [200, 200, 429]
         unpinned = send(c, bob, {})
@@ -266,15 +302,15 @@ def test_without_redis_limits_are_counted_from_postgres(database_url, mqtt_prefi
 
 @pytest.mark.parametrize("minute", [0, 1])
 def test_windows_follow_the_utc_calendar(minute):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from smsgw_api.routing import windows
+    from smsgw_api.domain.limits import windows
 
-    at = datetime(2024, 12, 31, 23, 59 - minute, 30, tzinfo=timezone.utc).timestamp()
+    at = datetime(2024, 12, 31, 23, 59 - minute, 30, tzinfo=UTC).timestamp()
     w = windows(at)
     assert (w.day, w.month) == ("20241231", "202412")
-    assert w.day_start == datetime(2024, 12, 31, tzinfo=timezone.utc)
-    assert w.month_start == datetime(2024, 12, 1, tzinfo=timezone.utc)
+    assert w.day_start == datetime(2024, 12, 31, tzinfo=UTC)
+    assert w.month_start == datetime(2024, 12, 1, tzinfo=UTC)
     assert w.day_ttl == 30 + 60 * minute + 120 and w.month_ttl == w.day_ttl
 
 

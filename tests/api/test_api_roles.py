@@ -1,5 +1,6 @@
 """Every endpoint of this service refuses a role below the one it needs (403)
 and lets the role it needs through."""
+
 from __future__ import annotations
 
 import pytest

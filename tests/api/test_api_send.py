@@ -1,19 +1,26 @@
 """POST /api/sms and friends: validation, routing, idempotency, opt-outs,
 batches, detail, cancel, and the MQTT wake-up after the commit."""
+
 from __future__ import annotations
 
 import json
 import socket
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as paho
 import pytest
-from .api_support import api_env, count_rows, make_sim
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import text
+from support.waits import holds_for, wait_until
+
+from .api_support import api_env, count_rows, make_sim
 
 RECIPIENT = "+4915112345678"
+# Scheduled sends may be at most a year ahead (docs/api-contract.md, "Validation").
+LATER = (datetime.now(UTC) + timedelta(days=200)).date().isoformat()
+LATER_NEXT_DAY = (datetime.now(UTC) + timedelta(days=201)).date().isoformat()
 
 
 def send(client, persona, body, **headers):
@@ -28,10 +35,17 @@ def test_it_queues_a_message_in_the_seed_shape(client, bob, sim, engine):
     assert body["status"] == "queued" and body["encoding"] == "GSM-7" and body["segments"] == 1
     with engine.connect() as conn:
         row = conn.execute(text("SELECT * FROM messages WHERE id = :id"), {"id": body["message_id"]}).mappings().one()
-        events = conn.execute(text("SELECT state, source FROM message_events WHERE message_id = :id"),
-                              {"id": body["message_id"]}).all()
-        audit = conn.execute(text("SELECT * FROM logs WHERE action = 'send_sms' AND details LIKE :d"),
-                             {"d": f"SMS {body['message_id']} %"}).mappings().one()
+        events = conn.execute(
+            text("SELECT state, source FROM message_events WHERE message_id = :id"), {"id": body["message_id"]}
+        ).all()
+        audit = (
+            conn.execute(
+                text("SELECT * FROM logs WHERE action = 'send_sms' AND details LIKE :d"),
+                {"d": f"SMS {body['message_id']} %"},
+            )
+            .mappings()
+            .one()
+        )
     assert row["status"] == "queued" and row["sim_card_id"] == sim.id and row["queued_at"] is not None
     assert row["user_id"] == bob.id and row["direction"] == "outbound"
     assert [tuple(e) for e in events] == [("queued", "api")]
@@ -46,23 +60,26 @@ def test_it_counts_segments_and_picks_the_encoding(client, bob, sim):
     assert (r.get_json()["encoding"], r.get_json()["segments"]) == ("GSM-7", 2)  # 162 septets
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"message": "hi"}, "recipient"),
-    ({"recipient": "", "message": "hi"}, "recipient"),
-    ({"recipient": "+49abc", "message": "hi"}, "recipient"),
-    ({"recipient": "+0123456", "message": "hi"}, "recipient"),
-    ({"recipient": "+1234567890123456", "message": "hi"}, "recipient"),
-    ({"recipient": 4915112345678, "message": "hi"}, "recipient"),
-    ({"recipient": RECIPIENT}, "message"),
-    ({"recipient": RECIPIENT, "message": "   "}, "message"),
-    ({"recipient": RECIPIENT, "message": "x" * 1531}, "message"),
-    ({"recipient": RECIPIENT, "message": "hi", "priority": "urgent"}, "priority"),
-    ({"recipient": RECIPIENT, "message": "hi", "send_at": "tomorrow"}, "send_at"),
-    ({"recipient": RECIPIENT, "message": "hi", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
-    ({"recipient": RECIPIENT, "message": "hi", "on_unavailable": "retry"}, "on_unavailable"),
-    ({"recipient": RECIPIENT, "message": "hi", "sim_card_id": "sim1"}, "sim_card_id"),
-    ({"recipient": RECIPIENT, "message": "hi", "sim_card_id": 987654}, "sim_card_id"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"message": "hi"}, "recipient"),
+        ({"recipient": "", "message": "hi"}, "recipient"),
+        ({"recipient": "+49abc", "message": "hi"}, "recipient"),
+        ({"recipient": "+0123456", "message": "hi"}, "recipient"),
+        ({"recipient": "+1234567890123456", "message": "hi"}, "recipient"),
+        ({"recipient": 4915112345678, "message": "hi"}, "recipient"),
+        ({"recipient": RECIPIENT}, "message"),
+        ({"recipient": RECIPIENT, "message": "   "}, "message"),
+        ({"recipient": RECIPIENT, "message": "x" * 1531}, "message"),
+        ({"recipient": RECIPIENT, "message": "hi", "priority": "urgent"}, "priority"),
+        ({"recipient": RECIPIENT, "message": "hi", "send_at": "tomorrow"}, "send_at"),
+        ({"recipient": RECIPIENT, "message": "hi", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
+        ({"recipient": RECIPIENT, "message": "hi", "on_unavailable": "retry"}, "on_unavailable"),
+        ({"recipient": RECIPIENT, "message": "hi", "sim_card_id": "sim1"}, "sim_card_id"),
+        ({"recipient": RECIPIENT, "message": "hi", "sim_card_id": 987654}, "sim_card_id"),
+    ],
+)
 def test_it_refuses_an_invalid_message_without_writing(client, bob, engine, body, field):
     before = count_rows(engine, "messages")
     r = send(client, bob, body)
@@ -100,11 +117,15 @@ def test_it_answers_a_repeated_idempotency_key_with_the_original(client, bob, si
 def test_it_routes_to_an_online_sim_with_the_fewest_queued_segments(client, bob, engine):
     busy, idle, offline = make_sim(engine), make_sim(engine), make_sim(engine, online=False)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE sim_cards SET status = 'inactive' WHERE id NOT IN (:a, :b, :c)"),
-                     {"a": busy.id, "b": idle.id, "c": offline.id})
+        conn.execute(
+            text("UPDATE sim_cards SET status = 'inactive' WHERE id NOT IN (:a, :b, :c)"),
+            {"a": busy.id, "b": idle.id, "c": offline.id},
+        )
     try:
         for _ in range(2):
-            assert send(client, bob, {"recipient": RECIPIENT, "message": "x", "sim_card_id": busy.id}).status_code == 200
+            assert (
+                send(client, bob, {"recipient": RECIPIENT, "message": "x", "sim_card_id": busy.id}).status_code == 200
+            )
         r = send(client, bob, {"recipient": RECIPIENT, "message": "route me"})
         assert r.status_code == 200 and r.get_json()["sim_card_id"] == idle.id
         with engine.begin() as conn:
@@ -112,8 +133,9 @@ def test_it_routes_to_an_online_sim_with_the_fewest_queued_segments(client, bob,
         r = send(client, bob, {"recipient": RECIPIENT, "message": "route me again"})
         assert r.get_json()["sim_card_id"] == busy.id  # idle used its minute
         with engine.begin() as conn:
-            conn.execute(text("UPDATE sim_cards SET status = 'inactive' WHERE id IN (:a, :b)"),
-                         {"a": busy.id, "b": idle.id})
+            conn.execute(
+                text("UPDATE sim_cards SET status = 'inactive' WHERE id IN (:a, :b)"), {"a": busy.id, "b": idle.id}
+            )
         r = send(client, bob, {"recipient": RECIPIENT, "message": "only the offline one is left"})
         assert r.status_code == 200 and r.get_json()["sim_card_id"] == offline.id
         with engine.begin() as conn:
@@ -142,23 +164,43 @@ def test_a_pinned_sim_waits_or_fails_as_asked(client, bob, engine):
 
 
 def test_it_keeps_schedule_priority_and_expiry(client, bob, sim):
-    r = send(client, bob, {"recipient": RECIPIENT, "message": "later", "sim_card_id": sim.id, "priority": "high",
-                           "send_at": "2099-01-01T10:00:00Z", "expires_at": "2099-01-02T10:00:00+00:00"})
+    r = send(
+        client,
+        bob,
+        {
+            "recipient": RECIPIENT,
+            "message": "later",
+            "sim_card_id": sim.id,
+            "priority": "high",
+            "send_at": f"{LATER}T10:00:00Z",
+            "expires_at": f"{LATER_NEXT_DAY}T10:00:00+00:00",
+        },
+    )
     assert r.status_code == 200
     detail = client.get(f"/api/sms/{r.get_json()['message_id']}", headers=bob.headers).get_json()["message"]
-    assert detail["priority"] == "high" and detail["send_at"].startswith("2099-01-01T10:00")
-    assert detail["expires_at"].startswith("2099-01-02T10:00")
+    assert detail["priority"] == "high" and detail["send_at"].startswith(f"{LATER}T10:00")
+    assert detail["expires_at"].startswith(f"{LATER_NEXT_DAY}T10:00")
 
 
 def test_a_batch_is_all_or_nothing(client, bob, sim, engine):
     before = count_rows(engine, "messages")
-    r = client.post("/api/sms/batch", headers=bob.headers, json={"messages": [
-        {"recipient": RECIPIENT, "message": "one", "sim_card_id": sim.id},
-        {"recipient": "not a number", "message": "two", "sim_card_id": sim.id}]})
+    r = client.post(
+        "/api/sms/batch",
+        headers=bob.headers,
+        json={
+            "messages": [
+                {"recipient": RECIPIENT, "message": "one", "sim_card_id": sim.id},
+                {"recipient": "not a number", "message": "two", "sim_card_id": sim.id},
+            ]
+        },
+    )
     assert r.status_code == 400 and "messages[1].recipient" in r.get_json()["fields"]
     assert count_rows(engine, "messages") == before
-    r = client.post("/api/sms/batch", headers=bob.headers,
-                    json={"recipients": [RECIPIENT, "+4915187654321"], "message": "to both", "sim_card_id": sim.id})
+    r = client.post(
+        "/api/sms/batch",
+        headers=bob.headers,
+        json={"recipients": [RECIPIENT, "+4915187654321"], "message": "to both", "sim_card_id": sim.id},
+    )
     assert r.status_code == 201
     body = r.get_json()
     assert len(body["messages"]) == 2
@@ -169,8 +211,11 @@ def test_a_batch_with_an_opted_out_recipient_writes_nothing(client, bob, sim, en
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO opt_outs (number, source) VALUES ('+4915188888888', 'admin')"))
     before = count_rows(engine, "messages")
-    r = client.post("/api/sms/batch", headers=bob.headers,
-                    json={"recipients": [RECIPIENT, "+4915188888888"], "message": "x", "sim_card_id": sim.id})
+    r = client.post(
+        "/api/sms/batch",
+        headers=bob.headers,
+        json={"recipients": [RECIPIENT, "+4915188888888"], "message": "x", "sim_card_id": sim.id},
+    )
     assert r.status_code == 422 and r.get_json()["opted_out"] == ["+4915188888888"]
     assert count_rows(engine, "messages") == before
 
@@ -183,10 +228,12 @@ def test_it_previews_encoding_and_segments(client, charlie):
 
 
 def test_it_shows_a_message_with_its_history_and_cancels_it(client, alice, bob, sim):
-    message_id = send(client, bob, {"recipient": RECIPIENT, "message": "cancel me", "sim_card_id": sim.id}
-                      ).get_json()["message_id"]
-    other = send(client, alice, {"recipient": RECIPIENT, "message": "alice's", "sim_card_id": sim.id}
-                 ).get_json()["message_id"]
+    message_id = send(client, bob, {"recipient": RECIPIENT, "message": "cancel me", "sim_card_id": sim.id}).get_json()[
+        "message_id"
+    ]
+    other = send(client, alice, {"recipient": RECIPIENT, "message": "alice's", "sim_card_id": sim.id}).get_json()[
+        "message_id"
+    ]
     assert client.post(f"/api/sms/{other}/cancel", headers=bob.headers).status_code == 403
     r = client.post(f"/api/sms/{message_id}/cancel", headers=bob.headers)
     assert r.status_code == 200 and r.get_json()["status"] == "cancelled"
@@ -214,12 +261,10 @@ def _subscribe(topic: str):
 def test_it_publishes_the_wake_up_to_the_chosen_modem(client, bob, sim, mqtt_prefix):
     c, received = _subscribe(f"{mqtt_prefix}modems/{sim.modem_id}/outbox")
     try:
-        message_id = send(client, bob, {"recipient": RECIPIENT, "message": "wake up", "sim_card_id": sim.id}
-                          ).get_json()["message_id"]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(m.get("message_id") == message_id for m in received):
-            time.sleep(0.05)
-        assert {"message_id": message_id} in received
+        message_id = send(
+            client, bob, {"recipient": RECIPIENT, "message": "wake up", "sim_card_id": sim.id}
+        ).get_json()["message_id"]
+        wait_until(lambda: {"message_id": message_id} in received, 5, 0.05, lambda: f"the wake-up; got {received}")
     finally:
         c.loop_stop()
         c.disconnect()
@@ -233,10 +278,8 @@ def test_a_batch_wakes_each_modem_once_and_replays_by_its_idempotency_key(client
         first = client.post("/api/sms/batch", json=body, headers=headers)
         assert first.status_code == 201, first.get_json()
         ids = [m["message_id"] for m in first.get_json()["messages"]]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not received:
-            time.sleep(0.05)
-        time.sleep(0.2)
+        wait_until(lambda: received, 5, 0.05, "the batch's wake-up")
+        holds_for(lambda: len(received) == 1, 0.2, message="one wake-up for the modem")
         assert received == [{"message_id": ids[0]}]
     finally:
         c.loop_stop()
@@ -249,7 +292,7 @@ def test_a_batch_wakes_each_modem_once_and_replays_by_its_idempotency_key(client
 
 def test_it_accepts_messages_while_the_broker_is_down(database_url, redis_url, mqtt_prefix, bob, engine):
     from smsgw_api import create_app
-    from smsgw_api.extensions import bus, db
+    from smsgw_api.core.extensions import bus, db
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -272,8 +315,10 @@ def test_it_accepts_messages_while_the_broker_is_down(database_url, redis_url, m
 
 
 def test_it_takes_the_api_key_from_the_json_body_as_the_seed_did(client, bob, sim):
-    r = client.post("/api/sms", json={"recipient": RECIPIENT, "message": "key in body", "sim_card_id": sim.id,
-                                      "api_key": bob.api_key})
+    r = client.post(
+        "/api/sms",
+        json={"recipient": RECIPIENT, "message": "key in body", "sim_card_id": sim.id, "api_key": bob.api_key},
+    )
     assert r.status_code == 200
 
 
@@ -292,20 +337,21 @@ def test_a_cancel_is_published_as_a_message_event(client, bob, sim, env):
     prefix = env["MQTT_PREFIX"]
     got, ready = [], threading.Event()
     sub = paho.Client(CallbackAPIVersion.VERSION2)
-    sub.on_connect = lambda c, *a: (c.subscribe(prefix + "events/messages", qos=1), ready.set())
+    sub.on_connect = lambda c, *a: c.subscribe(prefix + "events/messages", qos=1)
+    sub.on_subscribe = lambda *a: ready.set()  # the broker acknowledged: nothing published after is missed
     sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
     sub.connect("127.0.0.1", 1883)
     sub.loop_start()
     try:
         assert ready.wait(5)
-        time.sleep(0.2)  # the subscription is acknowledged after on_connect returns
-        r = send(client, bob, {"recipient": RECIPIENT, "message": "never mind", "sim_card_id": sim.id,
-                               "send_at": "2099-01-01T00:00:00Z"})
+        r = send(
+            client,
+            bob,
+            {"recipient": RECIPIENT, "message": "never mind", "sim_card_id": sim.id, "send_at": f"{LATER}T00:00:00Z"},
+        )
         mid = r.get_json()["message_id"]
         assert client.post(f"/api/sms/{mid}/cancel", headers=bob.headers).status_code == 200
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(e.get("message_id") == mid for e in got):
-            time.sleep(0.05)
+        wait_until(lambda: any(e.get("message_id") == mid for e in got), 5, 0.05, "the cancel event")
     finally:
         sub.loop_stop()
         sub.disconnect()

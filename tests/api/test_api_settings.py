@@ -1,8 +1,10 @@
 """The API refuses to start on a missing or placeholder secret."""
+
 from __future__ import annotations
 
 import pytest
-from smsgw_api.settings import ApiSettings, SettingsError
+
+from smsgw_api.core.settings import ApiSettings, SettingsError
 
 
 def env(**kw):
@@ -11,8 +13,15 @@ def env(**kw):
     return {k: v for k, v in base.items() if v is not None}
 
 
-@pytest.mark.parametrize("secret,words", [(None, "not set"), ("changeme", "placeholder"),
-                                           ("<your secret here>", "placeholder"), ("tooshort", "at least 32")])
+@pytest.mark.parametrize(
+    "secret,words",
+    [
+        (None, "not set"),
+        ("changeme", "placeholder"),
+        ("<your secret here>", "placeholder"),
+        ("tooshort", "at least 32"),
+    ],
+)
 def test_it_refuses_a_missing_weak_or_placeholder_jwt_secret(secret, words):
     with pytest.raises(SettingsError, match="JWT_SECRET") as exc:
         ApiSettings.from_env(env(JWT_SECRET=secret))
@@ -26,8 +35,16 @@ def test_it_reads_the_secret_from_a_file(tmp_path):
     assert s.jwt_secret == "f" * 16 + "Secret-From-File-0123456789"
 
 
-@pytest.mark.parametrize("name,value", [("MAX_SEGMENTS", "0"), ("MAX_SEGMENTS", "ten"), ("JWT_TTL_HOURS", "-1"),
-                                        ("CORS_ALLOWED_ORIGINS", "*"), ("PAGE_SIZE_DEFAULT", "500")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("MAX_SEGMENTS", "0"),
+        ("MAX_SEGMENTS", "ten"),
+        ("JWT_TTL_HOURS", "-1"),
+        ("CORS_ALLOWED_ORIGINS", "*"),
+        ("PAGE_SIZE_DEFAULT", "500"),
+    ],
+)
 def test_it_refuses_invalid_values_naming_the_variable(name, value):
     with pytest.raises(SettingsError, match=name.split("_")[0]):
         ApiSettings.from_env(env(**{name: value}))

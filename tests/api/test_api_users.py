@@ -1,12 +1,14 @@
 """Users are managed by admins; the last admin cannot lock everyone out."""
+
 from __future__ import annotations
 
 from .api_support import PASSWORD, count_rows
 
 
 def test_it_creates_lists_updates_and_deletes_a_user(client, alice):
-    r = client.post("/api/users", json={"username": "ivan", "password": "a long password", "role": "viewer"},
-                    headers=alice.headers)
+    r = client.post(
+        "/api/users", json={"username": "ivan", "password": "a long password", "role": "viewer"}, headers=alice.headers
+    )
     assert r.status_code == 201
     user_id = r.get_json()["id"]
     assert "password_hash" not in r.get_json()["user"]
@@ -38,8 +40,9 @@ def test_it_refuses_bad_user_input_without_writing(client, alice, engine):
 
 def test_it_keeps_at_least_one_admin(client, alice):
     assert client.delete(f"/api/users/{alice.id}", headers=alice.headers).status_code == 409
-    r = client.post("/api/users", json={"username": "kim", "password": PASSWORD, "role": "admin"},
-                    headers=alice.headers)
+    r = client.post(
+        "/api/users", json={"username": "kim", "password": PASSWORD, "role": "admin"}, headers=alice.headers
+    )
     kim = r.get_json()["id"]
     # With two admins, one may step down; then the other is the last again.
     assert client.put(f"/api/users/{kim}", json={"role": "user"}, headers=alice.headers).status_code == 200
@@ -52,8 +55,12 @@ def test_an_invalid_field_for_the_last_admin_is_a_400_not_last_admin(client, ali
     r = client.put(f"/api/users/{alice.id}", json={"role": "user"}, headers=alice.headers)
     assert r.status_code == 409 and r.get_json()["code"] == "last_admin"
     # ... but an invalid value is first of all invalid, and changes nothing.
-    for body, field in [({"role": "superuser"}, "role"), ({"role": ["admin"]}, "role"),
-                        ({"is_active": "no"}, "is_active"), ({"role": "user", "password": "short"}, "password")]:
+    for body, field in [
+        ({"role": "superuser"}, "role"),
+        ({"role": ["admin"]}, "role"),
+        ({"is_active": "no"}, "is_active"),
+        ({"role": "user", "password": "short"}, "password"),
+    ]:
         r = client.put(f"/api/users/{alice.id}", json=body, headers=alice.headers)
         assert r.status_code == 400, (body, r.get_json())
         assert r.get_json()["code"] == "validation_error" and field in r.get_json()["fields"]

@@ -1,4 +1,5 @@
 """The durable queue against the real Postgres: claims, leases, expiry."""
+
 import threading
 from datetime import timedelta
 
@@ -25,15 +26,21 @@ def sim(factory):
         s.add(card)
         s.flush()
         sim_id = card.id
-    yield sim_id
+    return sim_id
 
 
 def enqueue(factory, sim_id, n=1, **kw):
     ids = []
     with session_scope(factory) as s:
         for i in range(n):
-            msg = Message(direction="outbound", recipient="+15550009999", message=f"m{i}",
-                          sim_card_id=sim_id, status=queue.QUEUED, **kw)
+            msg = Message(
+                direction="outbound",
+                recipient="+15550009999",
+                message=f"m{i}",
+                sim_card_id=sim_id,
+                status=queue.QUEUED,
+                **kw,
+            )
             queue.record(s, msg, queue.QUEUED, source="test")
             ids.append(msg.id)
     return ids
@@ -47,7 +54,9 @@ def test_a_claim_moves_the_message_to_sending_with_a_lease_and_history(factory, 
         msg = s.get(Message, mid)
         assert (msg.status, msg.worker_id, msg.attempts) == ("sending", "w1", 1)
         assert msg.lease_until > utcnow() + timedelta(seconds=50)
-        states = s.scalars(select(MessageEvent.state).where(MessageEvent.message_id == mid).order_by(MessageEvent.id)).all()
+        states = s.scalars(
+            select(MessageEvent.state).where(MessageEvent.message_id == mid).order_by(MessageEvent.id)
+        ).all()
         assert states == ["queued", "sending"]
 
 
@@ -117,8 +126,17 @@ def test_a_lost_lease_on_a_message_with_a_failure_report_fails_it_with_the_repor
         queue.claim(s, sim, "w1", lease_seconds=-1)
         # Part 1 left and the network reported it undeliverable; part 2 was in
         # flight when the worker died.
-        s.add(MessagePart(message_id=mid, seq=1, sim_card_id=sim, status=queue.PART_FAILED, reference=7,
-                          report_status=0x41, report_at=utcnow()))
+        s.add(
+            MessagePart(
+                message_id=mid,
+                seq=1,
+                sim_card_id=sim,
+                status=queue.PART_FAILED,
+                reference=7,
+                report_status=0x41,
+                report_at=utcnow(),
+            )
+        )
         s.add(MessagePart(message_id=mid, seq=2, sim_card_id=sim, status=queue.PART_SUBMITTING))
     with session_scope(factory) as s:
         assert queue.reclaim_expired_leases(s) == {"queued": 0, "unknown": 0, "failed": 1}

@@ -1,4 +1,5 @@
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smsgw_common.segments import GSM7, GSM7_BASIC, GSM7_EXTENSION, UCS2, analyze, split_units
 

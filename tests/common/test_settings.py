@@ -1,7 +1,21 @@
+import logging
+
 import pytest
 
+from smsgw_common import jsonlog
 from smsgw_common.settings import (
-    DatabaseSettings, MqttSettings, RedisSettings, SettingsError, env_bool, env_int, env_secret,
+    CommonSettings,
+    DatabaseSettings,
+    MqttSettings,
+    RedisSettings,
+    SettingsError,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_log_level,
+    env_secret,
+    env_str,
 )
 
 
@@ -63,3 +77,66 @@ def test_each_service_has_its_own_broker_user():
 def test_a_broker_user_without_password_is_refused():
     with pytest.raises(SettingsError, match="MQTT_PASSWORD"):
         MqttSettings.from_env("api", {"MQTT_API_USERNAME": "api"})
+
+
+# .env.example leaves every optional setting empty (`LOG_LEVEL=`), and an env
+# file sourced with `set -a` or read by compose exports them as empty strings.
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_variable_means_its_default(empty):
+    env = dict.fromkeys(["MQTT_PORT", "MQTT_PREFIX", "MQTT_TLS", "LOG_LEVEL", "LOG_JSON", "POSTGRES_HOST"], empty)
+    assert env_int("MQTT_PORT", 1883, env) == 1883
+    assert env_str("MQTT_PREFIX", "smsgw/", env) == "smsgw/"
+    assert env_bool("MQTT_TLS", False, env) is False
+    assert env_float("MQTT_PORT", 1.5, env) == 1.5
+    assert env_list("MQTT_PREFIX", "a,b", env) == ["a", "b"]
+    assert env_log_level("LOG_LEVEL", "INFO", env) == "INFO"
+    assert DatabaseSettings.from_env(env).url == "postgresql+psycopg2://smsgw@127.0.0.1:5432/smsgw"
+
+
+def test_a_service_starts_from_an_env_file_of_empty_values():
+    env = dict.fromkeys(
+        [
+            "LOG_LEVEL",
+            "LOG_JSON",
+            "MQTT_USERNAME",
+            "MQTT_API_USERNAME",
+            "REDIS_PASSWORD",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "MQTT_PREFIX",
+            "MQTT_KEEPALIVE",
+        ],
+        "",
+    )
+    s = CommonSettings.from_env("api", env)
+    assert (s.log_level, s.log_json) == ("INFO", True)
+    assert (s.mqtt.username, s.mqtt.password, s.mqtt.prefix, s.mqtt.keepalive) == (None, None, "smsgw/", 30)
+    assert s.redis.url == "redis://127.0.0.1:6379/0"
+
+
+def test_an_empty_secret_is_missing_and_its_file_is_read_instead(tmp_path):
+    path = tmp_path / "jwt"
+    path.write_text("a-real-secret-from-a-file\n")
+    assert env_secret("JWT_SECRET", {"JWT_SECRET": "", "JWT_SECRET_FILE": str(path)}) == "a-real-secret-from-a-file"
+    with pytest.raises(SettingsError, match="JWT_SECRET"):
+        env_secret("JWT_SECRET", {"JWT_SECRET": " ", "JWT_SECRET_FILE": ""})
+
+
+def test_an_unknown_log_level_is_named():
+    with pytest.raises(SettingsError, match="LOG_LEVEL must be one of"):
+        env_log_level("LOG_LEVEL", "INFO", {"LOG_LEVEL": "loud"})
+    assert env_log_level("LOG_LEVEL", "INFO", {"LOG_LEVEL": " debug "}) == "DEBUG"
+
+
+@pytest.mark.parametrize("level", ["", None, "  "])
+def test_logging_set_up_with_an_empty_level_is_info(level):
+    root = logging.getLogger()
+    handlers, level_before = root.handlers[:], root.level
+    try:
+        jsonlog.setup("test", level, json_lines=True)
+        assert root.level == logging.INFO
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level_before)

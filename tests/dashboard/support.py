@@ -1,14 +1,24 @@
 """Shared by the dashboard tests and their fixtures."""
+
 from __future__ import annotations
 
 import secrets
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT
+from support.waits import wait_until
+
+__all__ = [
+    "ARTIFACTS",
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "MODEM_ID",
+    "PASSWORDS",
+    "ROOT",
+    "SIM_NUMBER",
+    "login",
+    "wait_for",
+]
+
 MODEM_ID = "emu-dash"
 SIM_NUMBER = "+15550001111"
 
@@ -21,19 +31,9 @@ PASSWORDS = {
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except AssertionError:
-            raise
-        except Exception as exc:  # still starting
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+    """support.waits.wait_until, where a page or an API still loading (any
+    exception but a failed assertion) means "not yet"."""
+    return wait_until(predicate, timeout, interval, what, ignore=(Exception,))
 
 
 def login(page, username: str, password: str):

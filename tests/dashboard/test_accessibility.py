@@ -1,6 +1,7 @@
 """Lighthouse-style checks run in the browser on every page: labelled
 controls, named buttons and links, one h1, a language, and no HTML built from
 strings anywhere in the code."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,8 @@ AUDIT = """() => {
   const problems = [];
   const name = (el) => (el.getAttribute('aria-label') || el.textContent || el.title || '').trim();
   document.querySelectorAll('input:not([type=hidden]), select, textarea').forEach((el) => {
-    const labelled = (el.labels && el.labels.length) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+    const labelled = (el.labels && el.labels.length) || el.getAttribute('aria-label')
+      || el.getAttribute('aria-labelledby');
     if (!labelled) problems.push('unlabelled ' + el.outerHTML.slice(0, 80));
   });
   document.querySelectorAll('button, a[href]').forEach((el) => {
@@ -34,8 +36,19 @@ AUDIT = """() => {
   return problems;
 }"""
 
-PAGES = ["overview", "send", "messages/outbox", "messages/inbox", "messages/conversations", "sims",
-         "stats", "logs", "keys", "webhooks", "users"]
+PAGES = [
+    "overview",
+    "send",
+    "messages/outbox",
+    "messages/inbox",
+    "messages/conversations",
+    "sims",
+    "stats",
+    "logs",
+    "keys",
+    "webhooks",
+    "users",
+]
 
 
 def test_every_page_passes_the_basic_accessibility_audit(page, personas, modem):
@@ -45,8 +58,10 @@ def test_every_page_passes_the_basic_accessibility_audit(page, personas, modem):
     for path in PAGES:
         page.goto(f"/#/{path}")
         page.wait_for_load_state("networkidle")
-        page.wait_for_function("() => !document.querySelector('#main [role=status].empty')"
-                               " || document.querySelector('#main table, #main .card')")
+        page.wait_for_function(
+            "() => !document.querySelector('#main [role=status].empty')"
+            " || document.querySelector('#main table, #main .card')"
+        )
         assert page.evaluate(AUDIT) == [], path
 
 

@@ -1,4 +1,5 @@
 """Live behaviour: what an operator sees change without reloading."""
+
 from __future__ import annotations
 
 import pytest

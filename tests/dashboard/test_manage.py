@@ -1,9 +1,9 @@
 """Managing the gateway from the browser: SIMs, API keys, users, webhooks,
 statistics, logs, and the phone-sized layout."""
+
 from __future__ import annotations
 
 import pytest
-
 import requests
 
 from .support import ARTIFACTS, PASSWORDS, SIM_NUMBER, login, wait_for
@@ -103,8 +103,14 @@ def test_an_admin_adds_a_user_and_changes_its_role(page, personas, alice_api):
     row = page.locator("#users tbody tr", has_text="dora")
     row.wait_for()
     row.get_by_label("Role of dora").select_option("user")
-    wait_for(lambda: next(u for u in alice_api.get("/api/users").json()["users"] if u["username"] == "dora")["role"] == "user",
-             10, 0.2, "dora to become a user")
+    wait_for(
+        lambda: (
+            next(u for u in alice_api.get("/api/users").json()["users"] if u["username"] == "dora")["role"] == "user"
+        ),
+        10,
+        0.2,
+        "dora to become a user",
+    )
 
 
 def test_a_user_adds_a_webhook_tests_it_and_sees_the_delivery(page, personas):
@@ -130,7 +136,9 @@ def test_the_webhook_form_shows_a_bad_url_next_to_the_field(page, personas):
 
 
 def test_statistics_are_drawn_as_charts(page, personas, modem, alice_api):
-    assert alice_api.post("/api/sms", json={"recipient": "+15557654323", "message": "for the charts"}).status_code == 200
+    assert (
+        alice_api.post("/api/sms", json={"recipient": "+15557654323", "message": "for the charts"}).status_code == 200
+    )
     login(page, "vera", PASSWORDS["vera"])
     page.get_by_role("link", name="Statistics").click()
     page.locator("#stats svg.chart").first.wait_for()
@@ -145,7 +153,7 @@ def test_logs_are_filtered_by_the_server(page, personas, alice_api):
     login(page, "alice", PASSWORDS["alice"])
     page.get_by_role("link", name="Logs").click()
     page.locator("#logs tbody tr").first.wait_for()
-    actions = {a for a in page.locator("#logs tbody tr td:nth-child(2)").all_inner_texts()}
+    actions = set(page.locator("#logs tbody tr td:nth-child(2)").all_inner_texts())
     assert len(actions) >= 1
     wanted = sorted(actions)[0]
     page.get_by_label("Action").fill(wanted)
@@ -156,7 +164,9 @@ def test_logs_are_filtered_by_the_server(page, personas, alice_api):
 
 
 def test_it_works_on_a_phone_sized_screen_with_the_keyboard(browser, nginx, personas, modem):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=nginx.url, is_mobile=True, has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, base_url=nginx.url, is_mobile=True, has_touch=True
+    )
     page = context.new_page()
     try:
         page.goto("/")

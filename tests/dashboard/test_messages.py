@@ -1,12 +1,18 @@
 """Messages beyond the happy path: scheduling with a chosen SIM, cancel,
 server-side filters and pagination."""
+
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from .support import PASSWORDS, SIM_NUMBER, login
 
 pytestmark = pytest.mark.browser
+
+# send_at may be at most a year ahead (docs/api-contract.md, "Validation").
+LATER = datetime.now(UTC) + timedelta(days=200)
 
 
 def test_a_user_schedules_an_sms_on_a_chosen_sim_and_cancels_it(page, personas, modem):
@@ -18,12 +24,12 @@ def test_a_user_schedules_an_sms_on_a_chosen_sim_and_cancels_it(page, personas, 
     page.wait_for_function("() => document.querySelectorAll('select[name=sim_card_id] option').length > 1")
     sim.select_option(label=next(t for t in sim.locator("option").all_inner_texts() if SIM_NUMBER in t))
     page.get_by_label("Priority").select_option("high")
-    page.get_by_label("Send at (optional, your local time)").fill("2099-01-01T10:00")
+    page.get_by_label("Send at (optional, your local time)").fill(LATER.strftime("%Y-%m-%dT10:00"))
     page.get_by_role("button", name="Send SMS").click()
     page.locator("#sent-link").click()
     page.locator("#detail-status .badge-queued").wait_for()
     detail = page.locator("#message-detail").inner_text()
-    assert "Send at" in detail and "2099" in detail and "high" in detail
+    assert "Send at" in detail and str(LATER.year) in detail and "high" in detail
     cancel = page.locator("#cancel-button")
     cancel.click()
     assert cancel.inner_text() == "Confirm: Cancel this message"
@@ -35,10 +41,14 @@ def test_a_user_schedules_an_sms_on_a_chosen_sim_and_cancels_it(page, personas, 
 
 def test_the_outbox_is_filtered_and_paginated_by_the_server(page, personas, modem, alice_api):
     # Scheduled far ahead so the worker leaves them queued.
-    r = alice_api.post("/api/sms/batch", json={
-        "recipients": [f"+1555770{i:04d}" for i in range(60)],
-        "message": "batch for paging", "send_at": "2099-01-01T00:00:00Z",
-    })
+    r = alice_api.post(
+        "/api/sms/batch",
+        json={
+            "recipients": [f"+1555770{i:04d}" for i in range(60)],
+            "message": "batch for paging",
+            "send_at": LATER.strftime("%Y-%m-%dT00:00:00Z"),
+        },
+    )
     assert r.status_code == 201, r.text
     login(page, "alice", PASSWORDS["alice"])
     page.goto("/#/messages/outbox")
@@ -50,7 +60,8 @@ def test_the_outbox_is_filtered_and_paginated_by_the_server(page, personas, mode
     pager = page.locator("#messages-table .pager [role=status]")
     next_button = page.get_by_role("button", name="Next →")
     wait_rows = lambda n: page.wait_for_function(  # noqa: E731
-        f"() => document.querySelectorAll('#messages-table tbody tr').length === {n}")
+        f"() => document.querySelectorAll('#messages-table tbody tr').length === {n}"
+    )
     wait_rows(50)
     assert next_button.is_enabled()
     next_button.click()

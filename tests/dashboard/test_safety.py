@@ -1,4 +1,5 @@
 """Hostile data stays text, roles are enforced in the UI, sessions end cleanly."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,12 @@ def test_it_shows_hostile_sms_text_as_text_and_runs_nothing(page, personas, mode
         r = alice_api.post("/api/sms", json={"recipient": sender, "message": body})
         assert r.status_code == 200, r.text
     out_id = r.json()["message_id"]
-    wait_for(lambda: alice_api.get("/api/sms/inbox", params={"number": sender}).json()["pagination"]["total"] == 2,
-             20, 0.3, "both probes to be received")
+    wait_for(
+        lambda: alice_api.get("/api/sms/inbox", params={"number": sender}).json()["pagination"]["total"] == 2,
+        20,
+        0.3,
+        "both probes to be received",
+    )
     login(page, "alice", PASSWORDS["alice"])
     # The overview's live feed, then every view that prints message text.
     page.goto("/#/messages/inbox")
@@ -59,8 +64,11 @@ def test_a_viewer_has_no_way_to_send(page, personas, modem, nginx):
     assert page.locator("#sims button").count() == 0
     # The server agrees: the UI is a convenience, not the guard.
     token = page.evaluate("() => JSON.parse(sessionStorage.getItem('smsgw.session')).token")
-    r = page.request.post(nginx.url + "/api/sms", headers={"Authorization": f"Bearer {token}"},
-                          data={"recipient": "+15557654321", "message": "nope"})
+    r = page.request.post(
+        nginx.url + "/api/sms",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"recipient": "+15557654321", "message": "nope"},
+    )
     assert r.status == 403
 
 

@@ -1,6 +1,7 @@
 """What the dashboard guarantees before it talks to the API: security headers,
 compression, a segment counter that agrees with the server, and a readable
 message when the API is down."""
+
 from __future__ import annotations
 
 import random
@@ -67,9 +68,28 @@ def _samples() -> list[str]:
     bmp = "ąčęėįšųūžЖЯ中文ñ€∑ß"
     astral = "😀🎉𝄞👍🏽"
     pools = [basic, basic + ext, basic + bmp, basic + astral, ext, astral + bmp]
-    out = ["", "a", "€", "😀", "{" * 80, "{" * 81, "a" * 160, "a" * 161, "a" * 306, "a" * 307,
-           "ж" * 70, "ж" * 71, "ж" * 134, "ж" * 135, "😀" * 35, "😀" * 36, "a" * 152 + "€" + "a" * 10,
-           "ж" * 66 + "😀" + "ж" * 5, "<img src=x onerror=alert(1)>", "line\nbreak\r\x0c"]
+    out = [
+        "",
+        "a",
+        "€",
+        "😀",
+        "{" * 80,
+        "{" * 81,
+        "a" * 160,
+        "a" * 161,
+        "a" * 306,
+        "a" * 307,
+        "ж" * 70,
+        "ж" * 71,
+        "ж" * 134,
+        "ж" * 135,
+        "😀" * 35,
+        "😀" * 36,
+        "a" * 152 + "€" + "a" * 10,
+        "ж" * 66 + "😀" + "ж" * 5,
+        "<img src=x onerror=alert(1)>",
+        "line\nbreak\r\x0c",
+    ]
     for _ in range(400):
         pool = rng.choice(pools)
         n = rng.choice([rng.randint(1, 80), rng.randint(140, 175), rng.randint(300, 480)])
@@ -81,10 +101,13 @@ def _samples() -> list[str]:
 def test_it_counts_characters_segments_and_encoding_exactly_like_the_server(static_page):
     static_page.goto("/")
     texts = _samples()
-    got = static_page.evaluate("""async (texts) => {
+    got = static_page.evaluate(
+        """async (texts) => {
         const m = await import('/js/segments.js');
         return texts.map((t) => m.analyze(t));
-    }""", texts)
+    }""",
+        texts,
+    )
     for text, js in zip(texts, got):
         py = segments.preview(text)
         assert js == py, f"{text!r}: browser {js} != server {py}"

@@ -6,8 +6,10 @@ Unlike `MODEM_EMULATOR=generic python -m smsgw_worker run`, each process gets
 its own SIM identity, so several can run side by side. When EMU_STAMP_FILE is
 set, the wall-clock time at which each AT+CMGS reaches the modem is appended
 to it (the latency benchmark's far end). EMU_CONTROL_PORT serves the
-emulator's control API (inject an SMS, fail sends, ...).
+emulator's control API (inject an SMS, fail sends, ...); GET /sent lists
+the last EMU_KEEP sends (default 1000).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +44,11 @@ def main() -> int:
         imsi=env.get("EMU_IMSI", "99901" + env["EMU_ICCID"][-10:]),
         send_latency=float(env.get("EMU_SEND_LATENCY", "0")),
         report_delay=float(env.get("EMU_REPORT_DELAY", "0.2")),
+        keep=int(env.get("EMU_KEEP", "1000")),  # sends, commands, reports remembered (GET /sent)
     )
     if env.get("EMU_STAMP_FILE"):
-        StampingEmulator.stamp_file = open(env["EMU_STAMP_FILE"], "a", buffering=1)
+        # Open for the whole process: each stamp is written as the command arrives.
+        StampingEmulator.stamp_file = open(env["EMU_STAMP_FILE"], "a", buffering=1)  # noqa: SIM115
     emu.start()
     if env.get("EMU_CONTROL_PORT"):
         serve(emu, "127.0.0.1", int(env["EMU_CONTROL_PORT"]))

@@ -1,5 +1,6 @@
 """Which receiver URLs are allowed (SSRF rules, docs/webhooks.md), that a
 delivery connects to the address that was checked, and the signature scheme."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,16 +14,24 @@ import threading
 import pytest
 import requests
 
-from smsgw_api.settings import PipelineSettings
-from smsgw_api.webhooks import Dispatcher, backoff_seconds, check_url, http_session, post_pinned, resolve_url, sign
+from smsgw_api.core.safe_http import check_url, http_session, post_pinned, resolve_url, sign
+from smsgw_api.core.settings import PipelineSettings
+from smsgw_api.pipeline.webhooks import Dispatcher, backoff_seconds
 
 
 def test_lan_receivers_follow_allow_private_and_loopback_needs_its_own_setting():
     for url in ("http://10.1.2.3/x", "http://172.16.0.9/x", "http://192.168.1.20/hook", "http://[fd00::7]/x"):
         assert check_url(url, allow_private=True, resolve=True) is None, url
         assert "WEBHOOK_ALLOW_PRIVATE" in check_url(url, allow_private=False, resolve=True), url
-    for url in ("http://127.0.0.1:8000/x", "http://127.9.9.9/x", "http://[::1]/x", "http://[::ffff:127.0.0.1]/x",
-                "http://2130706433/x", "http://127.1/x", "http://0x7f000001/x"):
+    for url in (
+        "http://127.0.0.1:8000/x",
+        "http://127.9.9.9/x",
+        "http://[::1]/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://2130706433/x",
+        "http://127.1/x",
+        "http://0x7f000001/x",
+    ):
         # Allowing the LAN does not open the gateway's own loopback services.
         assert "WEBHOOK_ALLOW_LOOPBACK" in check_url(url, allow_private=True, resolve=False), url
         assert check_url(url, allow_private=True, resolve=False, allow_loopback=True) is None, url
@@ -34,39 +43,47 @@ def test_a_name_is_judged_by_what_it_resolves_to():
     assert check_url("http://localhost:9/x", allow_private=True, resolve=True, allow_loopback=True) is None
 
 
-@pytest.mark.parametrize("url", [
-    "http://169.254.169.254/latest",        # cloud metadata (link-local)
-    "http://169.254.1.1/x",
-    "http://[fe80::1]/x",
-    "http://[fe80::1%25eth0]/x",
-    "http://224.0.0.1/x",                   # multicast
-    "http://[ff02::1]/x",
-    "http://0.0.0.0/x",                     # unspecified
-    "http://[::]/x",
-    "http://100.64.0.1/x",                  # carrier-grade NAT shared space
-    "http://100.127.255.254/x",
-    "http://[::ffff:169.254.169.254]/x",    # IPv4-mapped
-    "http://[::ffff:100.64.0.1]/x",
-    "http://[::ffff:0.0.0.0]/x",
-    "http://[2002:a9fe:a9fe::1]/x",         # 6to4 of 169.254.169.254
-    "http://[2002:7f00:1::1]/x",            # 6to4 of 127.0.0.1
-    "http://[2002:0a00:0001::1]/x",         # 6to4 of 10.0.0.1
-    "http://[64:ff9b::a9fe:a9fe]/x",        # NAT64 of 169.254.169.254
-    "http://[64:ff9b::7f00:1]/x",           # NAT64 of 127.0.0.1
-    "http://[64:ff9b::c0a8:101]/x",         # NAT64 of 192.168.1.1
-    "http://[64:ff9b:1::a9fe:a9fe]/x",      # local-use NAT64 prefix
-    "http://[::7f00:1]/x",                  # IPv4-compatible (deprecated)
-    "http://192.0.2.10/x",                  # documentation / reserved
-    "http://255.255.255.255/x",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest",  # cloud metadata (link-local)
+        "http://169.254.1.1/x",
+        "http://[fe80::1]/x",
+        "http://[fe80::1%25eth0]/x",
+        "http://224.0.0.1/x",  # multicast
+        "http://[ff02::1]/x",
+        "http://0.0.0.0/x",  # unspecified
+        "http://[::]/x",
+        "http://100.64.0.1/x",  # carrier-grade NAT shared space
+        "http://100.127.255.254/x",
+        "http://[::ffff:169.254.169.254]/x",  # IPv4-mapped
+        "http://[::ffff:100.64.0.1]/x",
+        "http://[::ffff:0.0.0.0]/x",
+        "http://[2002:a9fe:a9fe::1]/x",  # 6to4 of 169.254.169.254
+        "http://[2002:7f00:1::1]/x",  # 6to4 of 127.0.0.1
+        "http://[2002:0a00:0001::1]/x",  # 6to4 of 10.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/x",  # NAT64 of 169.254.169.254
+        "http://[64:ff9b::7f00:1]/x",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b::c0a8:101]/x",  # NAT64 of 192.168.1.1
+        "http://[64:ff9b:1::a9fe:a9fe]/x",  # local-use NAT64 prefix
+        "http://[::7f00:1]/x",  # IPv4-compatible (deprecated)
+        "http://192.0.2.10/x",  # documentation / reserved
+        "http://255.255.255.255/x",
+    ],
+)
 def test_special_addresses_are_never_receivers_whatever_is_allowed(url):
     reason = check_url(url, allow_private=True, resolve=False, allow_loopback=True)
     assert reason and "not a routable" in reason, (url, reason)
 
 
 def test_public_addresses_and_their_ipv6_translations_are_receivers():
-    for url in ("http://8.8.8.8/x", "http://[2606:4700::1111]/x", "http://[64:ff9b::808:808]/x",
-                "http://[2002:808:808::1]/x", "https://hooks.example.org/sms"):
+    for url in (
+        "http://8.8.8.8/x",
+        "http://[2606:4700::1111]/x",
+        "http://[64:ff9b::808:808]/x",
+        "http://[2002:808:808::1]/x",
+        "https://hooks.example.org/sms",
+    ):
         assert check_url(url, allow_private=False, resolve=False) is None, url
 
 
@@ -85,8 +102,10 @@ def test_a_name_with_any_refused_address_is_refused(monkeypatch):
 
     def fake(host, port, *a, **kw):
         if host == "mixed.test":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port)),
+            ]
         return real(host, port, *a, **kw)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
@@ -180,8 +199,17 @@ def _dispatcher(**settings) -> tuple[Dispatcher, list]:
 
 
 def _row(url: str) -> dict:
-    return {"id": 1, "event_id": "e1", "event_type": "webhook.test", "payload": {"id": "e1"}, "attempts": 0,
-            "hook_id": 1, "url": url, "secret": "s" * 32, "is_active": True}
+    return {
+        "id": 1,
+        "event_id": "e1",
+        "event_type": "webhook.test",
+        "payload": {"id": "e1"},
+        "attempts": 0,
+        "hook_id": 1,
+        "url": url,
+        "secret": "s" * 32,
+        "is_active": True,
+    }
 
 
 def test_a_delivery_connects_to_the_address_that_was_checked(monkeypatch, recorder):
@@ -225,9 +253,28 @@ def test_the_next_checked_address_is_tried_when_one_cannot_be_reached(recorder):
 
 def _self_signed(tmp_path, name: str):
     key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
     return ctx, str(cert)
@@ -238,8 +285,14 @@ def test_https_to_a_pinned_address_verifies_the_certificate_against_the_hostname
     rec = recorder(ctx)
     session = http_session()
     session.verify = ca
-    resp = post_pinned(session, f"https://hooks.test:{rec.port}/hook", ["127.0.0.1"], data=b'{"a":1}',
-                       headers={"Content-Type": "application/json"}, timeout=5)
+    resp = post_pinned(
+        session,
+        f"https://hooks.test:{rec.port}/hook",
+        ["127.0.0.1"],
+        data=b'{"a":1}',
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
     assert resp.status_code == 200
     assert rec.sni == ["hooks.test"]  # SNI names the host, not the address
     assert rec.hits[0]["headers"]["Host"] == f"hooks.test:{rec.port}" and rec.hits[0]["body"] == b'{"a":1}'
@@ -251,8 +304,7 @@ def test_https_to_a_pinned_address_refuses_a_certificate_for_another_name(tmp_pa
     session = http_session()
     session.verify = ca
     with pytest.raises(requests.exceptions.SSLError):
-        post_pinned(session, f"https://hooks.test:{rec.port}/hook", ["127.0.0.1"], data=b"{}", headers={},
-                    timeout=5)
+        post_pinned(session, f"https://hooks.test:{rec.port}/hook", ["127.0.0.1"], data=b"{}", headers={}, timeout=5)
     assert not rec.hits
 
 

@@ -1,13 +1,16 @@
 """Signed webhooks: registration rules, signatures, the delivery log, retries
 with backoff, the failing mark, de-duplication of repeated events, and
 deliveries derived from the message history in Postgres (not from MQTT)."""
+
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select, text
+from support.waits import holds_for
 
 from smsgw_common import queue as history
 from smsgw_common.models import Message, WebhookDelivery
@@ -56,8 +59,11 @@ def test_it_refuses_urls_that_are_not_plain_http_receivers(api, people):
 
 
 def test_it_names_unknown_events_and_weak_secrets(api, people):
-    resp = api.post("/api/webhooks", people["bob"],
-                    {"url": "http://127.0.0.1:9/x", "events": ["message.sent", "sms.teleported"], "secret": "short"})
+    resp = api.post(
+        "/api/webhooks",
+        people["bob"],
+        {"url": "http://127.0.0.1:9/x", "events": ["message.sent", "sms.teleported"], "secret": "short"},
+    )
     assert resp.status_code == 400
     fields = resp.json()["fields"]
     assert "sms.teleported" in fields["events"] and "16" in fields["secret"]
@@ -93,14 +99,22 @@ def test_a_test_delivery_is_signed_and_logged(api, people, receiver):
     assert not verify_signature("t" * 32, hit)
     assert abs(int(hit.headers["X-SMSGW-Timestamp"]) - time.time()) < 30
     assert hit.json["type"] == "webhook.test"
-    log = wait_until(lambda: [d for d in api.get(f"/api/webhooks/{hook['id']}/deliveries", people["bob"]).json()
-                              ["deliveries"] if d["status"] == "delivered"], 5, 0.1, "the delivery log")
+    log = wait_until(
+        lambda: [
+            d
+            for d in api.get(f"/api/webhooks/{hook['id']}/deliveries", people["bob"]).json()["deliveries"]
+            if d["status"] == "delivered"
+        ],
+        5,
+        0.1,
+        "the delivery log",
+    )
     assert log[0]["attempts"] == 1 and log[0]["last_status_code"] == 200
 
 
 def test_message_events_reach_the_receiver_signed(api, people, receiver, mqtt, db_session):
     hook = register(api, people["bob"], receiver.url, events=["message.sent", "message.delivered"])
-    modem_id, sim_id = add_modem_and_sim(db_session)
+    _modem_id, sim_id = add_modem_and_sim(db_session)
     msg_id = add_outbound(db_session, sim_id, people["bob"].user_id, text="parcel arrives today")
     for state in ("sending", "sent", "delivered"):  # sending is not subscribable
         record(db_session, msg_id, state)
@@ -110,45 +124,56 @@ def test_message_events_reach_the_receiver_signed(api, people, receiver, mqtt, d
         assert verify_signature(hook["secret"], hit)
         assert hit.headers["X-SMSGW-Event-Id"] == hit.json["id"]
         assert hit.json["data"]["message"] == "parcel arrives today"
-    time.sleep(0.3)
-    assert not [h for h in receiver.hits if h.json["data"].get("status") == "sending"]
+    holds_for(
+        lambda: not [h for h in receiver.hits if h.json["data"].get("status") == "sending"],
+        0.3,
+        message="no hook for the unsubscribable sending state",
+    )
 
 
 def test_a_repeated_event_is_delivered_once(api, people, receiver, mqtt, db_session):
     register(api, people["bob"], receiver.url, events=["message.failed"])
-    modem_id, sim_id = add_modem_and_sim(db_session)
+    _modem_id, sim_id = add_modem_and_sim(db_session)
     msg_id = add_outbound(db_session, sim_id, people["bob"].user_id)
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     record(db_session, msg_id, "failed", at=at, error_code=500, error_text="unknown error")
     for _ in range(3):  # MQTT QoS 1 may deliver one event more than once
-        mqtt.message_event(message_id=msg_id, state="failed", sim_card_id=sim_id, at=at, error_code=500,
-                           error_text="unknown error")
+        mqtt.message_event(
+            message_id=msg_id, state="failed", sim_card_id=sim_id, at=at, error_code=500, error_text="unknown error"
+        )
     receiver.wait_for(lambda h: h.json["data"]["message_id"] == msg_id)
-    time.sleep(0.5)
+    # The repeats arrive within the dispatcher's next rounds, if at all.
+    holds_for(lambda: len(hits_for(receiver, msg_id)) == 1, 0.5, message="one delivery of the repeated event")
     hits = [h for h in receiver.hits if h.json["data"]["message_id"] == msg_id]
     assert len(hits) == 1 and hits[0].json["data"]["error_code"] == 500
 
 
 def test_a_users_hook_gets_only_their_own_outbound_messages(api, people, receiver, mqtt, db_session):
     register(api, people["dave"], receiver.url, events=["message.sent", "message.received"])
-    modem_id, sim_id = add_modem_and_sim(db_session)
+    _modem_id, sim_id = add_modem_and_sim(db_session)
     bobs = add_outbound(db_session, sim_id, people["bob"].user_id)
     daves = add_outbound(db_session, sim_id, people["dave"].user_id)
     with db_session() as s:
-        inbound = Message(direction="inbound", sender="+4917611111111", message="hello gateway",
-                          status="received", sim_card_id=sim_id)
+        inbound = Message(
+            direction="inbound", sender="+4917611111111", message="hello gateway", status="received", sim_card_id=sim_id
+        )
         s.add(inbound)
         s.commit()
     for mid in (bobs, daves):
         record(db_session, mid, "sent")
         mqtt.message_event(message_id=mid, state="sent", sim_card_id=sim_id)
     record(db_session, inbound.id, "received")
-    mqtt.message_event(message_id=inbound.id, state="received", direction="inbound", sim_card_id=sim_id,
-                       sender="+4917611111111", message="hello gateway")
+    mqtt.message_event(
+        message_id=inbound.id,
+        state="received",
+        direction="inbound",
+        sim_card_id=sim_id,
+        sender="+4917611111111",
+        message="hello gateway",
+    )
     receiver.wait_for(lambda h: h.json["data"]["message_id"] == daves)
     receiver.wait_for(lambda h: h.json["data"]["message_id"] == inbound.id)
-    time.sleep(0.3)
-    assert not [h for h in receiver.hits if h.json["data"]["message_id"] == bobs]
+    holds_for(lambda: not hits_for(receiver, bobs), 0.3, message="nothing about Bob's message reaches Dave's hook")
 
 
 def test_it_retries_with_backoff_then_marks_the_hook_failing(api, people, receiver, db_session):
@@ -165,7 +190,7 @@ def test_it_retries_with_backoff_then_marks_the_hook_failing(api, people, receiv
     hits = [h for h in receiver.hits if h.headers["X-SMSGW-Event-Id"] == event_id]
     assert len(hits) == 3 == delivery["attempts"]  # WEBHOOK_MAX_ATTEMPTS in the test env
     assert delivery["last_status_code"] == 503 and "503" in delivery["last_error"]
-    gaps = [b.at - a.at for a, b in zip(hits, hits[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(hits)]
     # Base 0.3 s doubling, with +-10% jitter and up to one poll interval late.
     assert 0.25 <= gaps[0] < 1.5 and gaps[1] >= 0.5, gaps
     assert [h.headers["X-SMSGW-Delivery-Attempt"] for h in hits] == ["1", "2", "3"]
@@ -174,8 +199,16 @@ def test_it_retries_with_backoff_then_marks_the_hook_failing(api, people, receiv
 
     receiver.status = 200
     api.post(f"/api/webhooks/{hook['id']}/test", people["bob"])
-    wait_until(lambda: not [h for h in api.get("/api/webhooks", people["bob"]).json()["webhooks"]
-                            if h["id"] == hook["id"]][0]["failing"], 10, 0.1, "the failing mark to clear")
+    wait_until(
+        lambda: (
+            not [h for h in api.get("/api/webhooks", people["bob"]).json()["webhooks"] if h["id"] == hook["id"]][0][
+                "failing"
+            ]
+        ),
+        10,
+        0.1,
+        "the failing mark to clear",
+    )
 
 
 def test_a_delivery_row_is_the_queue(api, people, receiver, db_session):
@@ -184,13 +217,18 @@ def test_a_delivery_row_is_the_queue(api, people, receiver, db_session):
     from smsgw_common.models import Webhook
 
     with db_session() as s:
-        hook = Webhook(user_id=people["bob"].user_id, url=receiver.url, events=["message.sent"],
-                       secret="r" * 32)
+        hook = Webhook(user_id=people["bob"].user_id, url=receiver.url, events=["message.sent"], secret="r" * 32)
         s.add(hook)
         s.flush()
         event_id = secrets.token_hex(8)
-        s.add(WebhookDelivery(webhook_id=hook.id, event_id=event_id, event_type="message.sent",
-                              payload={"id": event_id, "type": "message.sent", "data": {"message_id": 0}}))
+        s.add(
+            WebhookDelivery(
+                webhook_id=hook.id,
+                event_id=event_id,
+                event_type="message.sent",
+                payload={"id": event_id, "type": "message.sent", "data": {"message_id": 0}},
+            )
+        )
         s.commit()
     hit = receiver.wait_for(lambda h: h.headers.get("X-SMSGW-Event-Id") == event_id, 10)
     assert verify_signature("r" * 32, hit)
@@ -200,19 +238,19 @@ def test_an_event_whose_mqtt_copy_never_arrived_is_delivered_exactly_once(api, p
     """Postgres is the truth: a history row alone (its MQTT copy lost, or
     acknowledged by a leader that died with it in memory) is delivered."""
     hook = register(api, people["bob"], receiver.url, events=["message.sent"])
-    modem_id, sim_id = add_modem_and_sim(db_session)
+    _modem_id, sim_id = add_modem_and_sim(db_session)
     msg_id = add_outbound(db_session, sim_id, people["bob"].user_id, text="no mqtt for this one")
     record(db_session, msg_id, "sent")  # and nothing published
     hit = receiver.wait_for(lambda h: h.json["data"].get("message_id") == msg_id, 10)
     assert verify_signature(hook["secret"], hit) and hit.json["data"]["message"] == "no mqtt for this one"
-    time.sleep(1.0)  # several dispatcher rounds
-    assert len(hits_for(receiver, msg_id)) == 1
+    # Several dispatcher rounds: none may deliver it again.
+    holds_for(lambda: len(hits_for(receiver, msg_id)) == 1, 1.0, message="a single delivery")
     assert [d.event_id for d in deliveries_of(db_session, hook["id"])] == [hit.json["id"]]
 
 
 def test_replaying_the_history_never_duplicates_a_delivery(api, people, receiver, db_session, mqtt):
     hook = register(api, people["bob"], receiver.url, events=["message.sent", "message.delivered"])
-    modem_id, sim_id = add_modem_and_sim(db_session)
+    _modem_id, sim_id = add_modem_and_sim(db_session)
     msg_id = add_outbound(db_session, sim_id, people["bob"].user_id)
     first = record(db_session, msg_id, "sent")
     last = record(db_session, msg_id, "delivered")
@@ -229,8 +267,11 @@ def test_replaying_the_history_never_duplicates_a_delivery(api, people, receiver
             return s.scalar(text("SELECT last_id FROM event_cursors WHERE name = :n"), {"n": CURSOR}) >= last
 
     wait_until(caught_up, 10, 0.05, "the cursor to pass the replayed events again")
-    time.sleep(0.5)
-    assert sorted(h.json["id"] for h in hits_for(receiver, msg_id)) == ids
+    holds_for(
+        lambda: sorted(h.json["id"] for h in hits_for(receiver, msg_id)) == ids,
+        0.5,
+        message=f"the replay delivers nothing twice: {ids}",
+    )
     assert sorted(d.event_id for d in deliveries_of(db_session, hook["id"])) == ids
 
 
@@ -238,7 +279,7 @@ def test_an_event_committed_after_a_later_one_is_not_skipped(api, people, receiv
     """History ids come from a sequence; a writer that took id N can commit
     after another committed N+1. The cursor must not jump over N."""
     register(api, people["bob"], receiver.url, events=["message.sent"])
-    modem_id, sim_id = add_modem_and_sim(db_session)
+    _modem_id, sim_id = add_modem_and_sim(db_session)
     slow_msg = add_outbound(db_session, sim_id, people["bob"].user_id)
     fast_msg = add_outbound(db_session, sim_id, people["bob"].user_id)
     slow = db_session()
@@ -248,18 +289,23 @@ def test_an_event_committed_after_a_later_one_is_not_skipped(api, people, receiv
         record(db_session, fast_msg, "sent")  # id N+1, committed
         mqtt.message_event(message_id=fast_msg, state="sent", sim_card_id=sim_id)
         receiver.wait_for(lambda h: h.json["data"].get("message_id") == fast_msg, 10)
-        time.sleep(0.6)  # the dispatcher has moved on meanwhile
+        # The late commit is the case under test: the dispatcher moves on meanwhile.
+        time.sleep(0.6)
         slow.commit()
     finally:
         slow.close()
     receiver.wait_for(lambda h: h.json["data"].get("message_id") == slow_msg, 10, "the late event")
-    time.sleep(0.5)
+    holds_for(
+        lambda: len(hits_for(receiver, slow_msg)) == 1 and len(hits_for(receiver, fast_msg)) == 1,
+        0.5,
+        message="one delivery each",
+    )
     assert len(hits_for(receiver, slow_msg)) == 1 and len(hits_for(receiver, fast_msg)) == 1
 
 
 def test_the_wake_up_path_delivers_promptly(api, people, receiver, db_session, mqtt):
     register(api, people["bob"], receiver.url, events=["message.sent"])
-    modem_id, sim_id = add_modem_and_sim(db_session)
+    _modem_id, sim_id = add_modem_and_sim(db_session)
     latencies = []
     for _ in range(5):
         msg_id = add_outbound(db_session, sim_id, people["bob"].user_id)

@@ -1,12 +1,14 @@
 """Driving the running compose stack from the tests: the docker CLI for
 containers, requests through nginx for the API."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
+
+from support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,8 +34,7 @@ class Stack:
 
     def compose(self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None):
         cmd = ["docker", "compose", "-p", self.project, "--env-file", self.env_file, *args]
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=check,
-                              timeout=timeout, input=input)
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=check, timeout=timeout, input=input)
 
     def exec(self, service: str, *cmd: str, check: bool = True, timeout: float = 60):
         return self.compose("exec", "-T", service, *cmd, check=check, timeout=timeout)
@@ -44,8 +45,9 @@ class Stack:
         return out[0]
 
     def inspect(self, service: str) -> dict:
-        out = subprocess.run(["docker", "inspect", self.container(service)], capture_output=True,
-                             text=True, check=True, timeout=30).stdout
+        out = subprocess.run(
+            ["docker", "inspect", self.container(service)], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
         return json.loads(out)[0]
 
     def crash(self, service: str) -> int:
@@ -56,14 +58,19 @@ class Stack:
         return state["RestartCount"]
 
     def wait_restarted_healthy(self, service: str, restarts_before: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def restarted_healthy():
             state = self.inspect(service)
             health = state["State"].get("Health", {}).get("Status")
             if state["RestartCount"] > restarts_before and state["State"]["Running"] and health == "healthy":
-                return
-            time.sleep(1)
-        raise AssertionError(f"{service} was not restarted and healthy within {timeout:.0f}s: {state['State']}")
+                return True
+            return {"RestartCount": state["RestartCount"], **state["State"]}
+
+        wait_until(
+            lambda: restarted_healthy() is True,
+            timeout,
+            1,
+            lambda: f"{service} to be restarted and healthy (now: {restarted_healthy()})",
+        )
 
     def emulator(self, service: str, method: str, path: str, body: dict | None = None):
         """Call a demo modem's emulator control server inside its container."""
@@ -74,20 +81,15 @@ class Stack:
             " data=body.encode() if body else None, headers={'Content-Type': 'application/json'})\n"
             "print(urllib.request.urlopen(req, timeout=10).read().decode())\n"
         )
-        out = self.compose("exec", "-T", service, "python", "-c", script,
-                           input=json.dumps(body) if body is not None else "").stdout
+        out = self.compose(
+            "exec", "-T", service, "python", "-c", script, input=json.dumps(body) if body is not None else ""
+        ).stdout
         return json.loads(out)
 
 
 def wait_for(fn, timeout: float, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    """support.waits.wait_until, at the stack's pace."""
+    return wait_until(fn, timeout, interval, what)
 
 
 def online_sims(api) -> list[dict]:

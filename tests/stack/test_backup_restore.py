@@ -1,6 +1,7 @@
 """The backup/restore drill of docs/deployment.md, on the running stack:
 back up, send one more SMS, restore, and the newer SMS is gone while the older
 one and the gateway itself are back."""
+
 from __future__ import annotations
 
 import os
@@ -16,12 +17,15 @@ pytestmark = pytest.mark.stack
 
 def run_script(stack, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, COMPOSE_PROJECT_NAME=stack.project, COMPOSE_ENV_FILES=stack.env_file, **extra_env)
-    return subprocess.run([str(ROOT / "scripts" / args[0]), *args[1:]], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(ROOT / "scripts" / args[0]), *args[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def psql(stack, sql: str) -> str:
-    out = stack.exec("postgres", "sh", "-c", 'exec psql -XAtq -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$0"', sql)
+    out = stack.exec(
+        "postgres", "sh", "-c", 'exec psql -XAtq -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$0"', sql
+    )
     return out.stdout.strip()
 
 

@@ -1,16 +1,19 @@
 """The collector samples the host, writes to Postgres, serves /metrics and
 stops cleanly on SIGTERM."""
+
 from __future__ import annotations
 
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from support.waits import wait_until
 
 from smsgw_common.settings import SettingsError
 from smsgw_common.topics import Topics
@@ -67,7 +70,7 @@ def test_with_host_proc_the_figures_come_from_the_mounted_proc(tmp_path):
     (proc / "1" / "net").mkdir(parents=True)
     for name in ("stat", "vmstat"):
         shutil.copy(f"/proc/{name}", proc / name)
-    meminfo = open("/proc/meminfo").read().splitlines()
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
     fake = {"MemTotal": 123456, "MemFree": 23456, "MemAvailable": 100000}
     lines = [f"{key}:{' ' * 8}{fake[key]} kB" if (key := line.split(":")[0]) in fake else line for line in meminfo]
     (proc / "meminfo").write_text("\n".join(lines) + "\n")
@@ -103,8 +106,13 @@ def test_settings_refuse_bad_values_with_the_variable_named(service_env, tmp_pat
 
 
 def test_the_process_exits_with_a_clear_message_on_bad_settings(service_env, python):
-    proc = subprocess.run([python, "-m", "smsgw_stats"], env={**service_env, "STATS_INTERVAL": "often"},
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [python, "-m", "smsgw_stats"],
+        env={**service_env, "STATS_INTERVAL": "often"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "STATS_INTERVAL must be a number" in proc.stderr
 
@@ -130,31 +138,38 @@ def test_samples_wait_in_memory_while_the_database_is_down(service_env, engine, 
 
 def test_the_collector_process_stores_samples_serves_metrics_and_stops_on_sigterm(service_env, python, engine, clean):
     port = free_port()
-    env = {**service_env, "STATS_INTERVAL": "0.5", "STATS_FLUSH_INTERVAL": "0.5", "STATS_SELF_INTERVAL": "0.5",
-           "STATS_METRICS_PORT": str(port), "STATS_METRICS_ADDR": "127.0.0.1"}
+    env = {
+        **service_env,
+        "STATS_INTERVAL": "0.5",
+        "STATS_FLUSH_INTERVAL": "0.5",
+        "STATS_SELF_INTERVAL": "0.5",
+        "STATS_METRICS_PORT": str(port),
+        "STATS_METRICS_ADDR": "127.0.0.1",
+    }
     # A modem's retained state, as a worker leaves it on the broker.
     prefix = service_env["MQTT_PREFIX"] + "collector-process/"
     env["MQTT_PREFIX"] = prefix
     topics = Topics(prefix)
     worker_bus = connected_bus(prefix, "worker")
-    worker_bus.client.publish(topics.state("usb9"), b'{"modem_id": "usb9", "online": true, "ts": "2026-01-01T00:00:00Z",'
-                              b' "signal_dbm": -77, "registration": "roaming"}', qos=1, retain=True).wait_for_publish(5)
-    proc = subprocess.Popen([python, "-m", "smsgw_stats"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    state = b'{"modem_id": "usb9", "online": true, "ts": "2026-01-01T00:00:00Z", "signal_dbm": -77, "registration": "roaming"}'
+    worker_bus.client.publish(topics.state("usb9"), state, qos=1, retain=True).wait_for_publish(5)
+    proc = subprocess.Popen(
+        [python, "-m", "smsgw_stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
-        deadline = time.monotonic() + 20
-        sample = None
-        while time.monotonic() < deadline and proc.poll() is None:
+
+        def stored_sample():
+            assert proc.poll() is None, f"the collector exited ({proc.returncode})"
             with engine.connect() as conn:
-                sample = conn.execute(text(
-                    "SELECT data FROM stat_samples WHERE source = 'host' AND resolution = 0 "
-                    "AND data->'components' ? 'stats-collector' AND data->'modems' ? 'usb9' "
-                    "ORDER BY ts DESC LIMIT 1"
-                )).scalar()
-            if sample:
-                break
-            time.sleep(0.2)
-        assert sample, "no sample with the collector's own figures was stored"
+                return conn.execute(
+                    text(
+                        "SELECT data FROM stat_samples WHERE source = 'host' AND resolution = 0 "
+                        "AND data->'components' ? 'stats-collector' AND data->'modems' ? 'usb9' "
+                        "ORDER BY ts DESC LIMIT 1"
+                    )
+                ).scalar()
+
+        sample = wait_until(stored_sample, 20, 0.2, "a stored sample with the collector's own figures")
         assert sample["memory"]["total"] > 0
         assert sample["components"]["stats-collector"]["rss_bytes"] > 0
         assert sample["modems"]["usb9"] == {"online": True, "signal_dbm": -77, "registration": "roaming"}

@@ -1,18 +1,22 @@
 """Services report their own RSS/CPU over MQTT; the collector keeps the latest."""
+
 from __future__ import annotations
 
 import json
 import os
 import time
 from contextlib import contextmanager
+from datetime import UTC
 
 import pytest
+from support.mqtt import wait_subscribed
+from support.waits import wait_until
 
 from smsgw_common import selfstats
 from smsgw_common.mqtt import Bus
+from smsgw_common.schemas import StatsReport, parse
 from smsgw_common.settings import MqttSettings
 from smsgw_common.topics import Topics
-from smsgw_common.schemas import StatsReport, parse
 from smsgw_stats.components import ComponentTracker, ModemTracker, parse_report
 
 from .conftest import MQTT_HOST, MQTT_PORT
@@ -23,13 +27,7 @@ def mqtt(prefix: str) -> MqttSettings:
 
 
 def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
+    return wait_until(predicate, timeout, 0.05, "the tracker to see the published figures")
 
 
 def connected_bus(prefix: str, name: str) -> Bus:
@@ -50,7 +48,7 @@ def collector_and_service(prefix: str):
         collector_bus.subscribe(topics.all_stats(), tracker.handle, qos=0)
         service_bus = connected_bus(prefix, "service")
         try:
-            time.sleep(0.2)  # let the subscription reach the broker before QoS 0 publishes
+            wait_subscribed(collector_bus, service_bus, prefix)  # QoS 0 publishes before it are dropped
             yield topics, tracker, service_bus
         finally:
             service_bus.stop()
@@ -124,33 +122,40 @@ def test_what_selfstats_sends_is_a_valid_stats_report_of_the_shared_schema():
     assert parse_report(payload)["rss_bytes"] == report.rss_bytes
 
 
-@pytest.mark.parametrize("payload", [
-    b"{not json",
-    b"[1, 2]",
-    b'{"rss_bytes": 5}',
-    b'{"source": "api", "ts": "yesterday"}',
-    b'{"source": "api", "ts": "2026-01-01T00:00:00Z", "rss_bytes": "big"}',
-    b'{"source": "api", "ts": "2026-01-01T00:00:00Z", "cpu_percent": "high"}',
-    b'{"source": "api", "ts": "2026-01-01T00:00:00Z", "extra": []}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"rss_bytes": 5}',
+        b'{"source": "api", "ts": "yesterday"}',
+        b'{"source": "api", "ts": "2026-01-01T00:00:00Z", "rss_bytes": "big"}',
+        b'{"source": "api", "ts": "2026-01-01T00:00:00Z", "cpu_percent": "high"}',
+        b'{"source": "api", "ts": "2026-01-01T00:00:00Z", "extra": []}',
+    ],
+)
 def test_the_collector_rejects_what_the_shared_schema_rejects(payload):
     assert parse(StatsReport, payload) is None
     assert parse_report(payload) is None
 
 
 def test_the_collector_accepts_a_report_built_with_the_shared_schema():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    report = StatsReport(source="modem-worker-1", ts=datetime.now(timezone.utc), rss_bytes=123,
-                         cpu_percent=0.5, extra={"queue": 3})
+    report = StatsReport(
+        source="modem-worker-1", ts=datetime.now(UTC), rss_bytes=123, cpu_percent=0.5, extra={"queue": 3}
+    )
     parsed = parse_report(report.to_json())
     assert parsed["rss_bytes"] == 123 and parsed["cpu_percent"] == 0.5 and parsed["ts"] == report.ts
 
 
 def test_it_keeps_each_modems_signal_and_registration_from_its_state_topic():
     tracker = ModemTracker(Topics("smsgw/"))
-    tracker.handle("smsgw/modems/usb0/state", b'{"modem_id": "usb0", "online": true, "ts": "2026-01-01T00:00:00Z",'
-                                              b' "signal_dbm": -71, "registration": "home", "imsi": "262011234"}')
+    tracker.handle(
+        "smsgw/modems/usb0/state",
+        b'{"modem_id": "usb0", "online": true, "ts": "2026-01-01T00:00:00Z",'
+        b' "signal_dbm": -71, "registration": "home", "imsi": "262011234"}',
+    )
     tracker.handle("smsgw/modems/usb1/state", b'{"modem_id": "usb1", "online": false, "reason": "lwt"}')
     tracker.handle("smsgw/modems/usb2/state", b'{"modem_id": "usb2", "online": "yes"}')  # invalid: dropped
     tracker.handle("smsgw/modems/usb3/state", b'{"online": true, "signal_dbm": "strong"}')  # bad field: left out

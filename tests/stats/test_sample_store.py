@@ -1,20 +1,24 @@
 """Samples are stored, rolled up and expired; every time here is explicit."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
 from smsgw_stats.settings import Tier
 from smsgw_stats.store import SampleStore, merge
 
-BASE = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)  # on an hour boundary
+BASE = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # on an hour boundary
 TIERS = (Tier(0, 86400), Tier(300, 7 * 86400), Tier(3600, 90 * 86400))
 
 
 def raw(cpu: float, mem_total: int = 1000, uptime: int = 0) -> dict:
-    return {"cpu": {"percent": cpu, "per_core": [cpu, cpu * 2]}, "memory": {"total": mem_total, "percent": 50.0},
-            "uptime": {"seconds": uptime}}
+    return {
+        "cpu": {"percent": cpu, "per_core": [cpu, cpu * 2]},
+        "memory": {"total": mem_total, "percent": 50.0},
+        "uptime": {"seconds": uptime},
+    }
 
 
 def rows(engine, resolution: int):
@@ -63,8 +67,9 @@ def test_it_does_not_count_a_sample_twice_when_maintenance_runs_again(clean, dat
 def test_it_rolls_five_minute_rows_up_into_hours_weighted_by_sample_count(clean, database_url):
     store = SampleStore(database_url, TIERS)
     # Two 5-minute rows standing for 30 and 10 raw samples.
-    store.insert("host", [(BASE, {**raw(10.0), "n": 30}), (BASE + timedelta(minutes=5), {**raw(50.0), "n": 10})],
-                 resolution=300)
+    store.insert(
+        "host", [(BASE, {**raw(10.0), "n": 30}), (BASE + timedelta(minutes=5), {**raw(50.0), "n": 10})], resolution=300
+    )
 
     store.maintain(now=BASE + timedelta(hours=1, seconds=5))
 
@@ -100,16 +105,24 @@ def test_a_rolled_up_sample_survives_its_raw_samples(clean, database_url):
 
 
 def test_merge_averages_only_over_samples_that_have_a_figure():
-    merged = merge([({"temperature": {"celsius": 40.0}, "net": {"rx_bps": 10}}, 1),
-                    ({"net": {"rx_bps": 30}}, 1),
-                    ({"temperature": {"celsius": 50.0}, "net": {"rx_bps": None}}, 2)])
+    merged = merge(
+        [
+            ({"temperature": {"celsius": 40.0}, "net": {"rx_bps": 10}}, 1),
+            ({"net": {"rx_bps": 30}}, 1),
+            ({"temperature": {"celsius": 50.0}, "net": {"rx_bps": None}}, 2),
+        ]
+    )
     assert merged["temperature"]["celsius"] == round((40 + 100) / 3, 3)
     assert merged["net"]["rx_bps"] == 20.0
 
 
 def test_merge_keeps_the_last_value_of_strings_and_counters():
-    merged = merge([({"disk": {"path": "/a", "total": 10, "percent": 10.0}, "flag": True}, 1),
-                    ({"disk": {"path": "/b", "total": 12, "percent": 20.0}, "flag": False}, 1)])
+    merged = merge(
+        [
+            ({"disk": {"path": "/a", "total": 10, "percent": 10.0}, "flag": True}, 1),
+            ({"disk": {"path": "/b", "total": 12, "percent": 20.0}, "flag": False}, 1),
+        ]
+    )
     assert merged["disk"] == {"path": "/b", "total": 12, "percent": 15.0}
     assert merged["flag"] == 0.5  # the share of the time it was true
 
@@ -124,8 +137,12 @@ def test_merge_turns_a_modems_online_flag_into_its_uptime_ratio():
 
 
 def test_merge_averages_components_that_come_and_go():
-    merged = merge([({"components": {"api-1": {"rss_bytes": 100}}}, 1),
-                    ({"components": {"api-1": {"rss_bytes": 300}, "worker": {"rss_bytes": 50}}}, 1)])
+    merged = merge(
+        [
+            ({"components": {"api-1": {"rss_bytes": 100}}}, 1),
+            ({"components": {"api-1": {"rss_bytes": 300}, "worker": {"rss_bytes": 50}}}, 1),
+        ]
+    )
     assert merged["components"] == {"api-1": {"rss_bytes": 200.0}, "worker": {"rss_bytes": 50.0}}
 
 

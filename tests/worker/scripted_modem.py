@@ -4,14 +4,16 @@ bytes, and a record of every byte the driver wrote (python-gsmmodem style).
 The full emulator (smsgw_worker.emulator) answers like a whole modem; this
 one lets a link/AT test pin down exact bytes and odd timings.
 """
+
 from __future__ import annotations
 
 import os
 import select
 import threading
-import time
 import tty
-from typing import Callable
+from collections.abc import Callable
+
+from support.waits import wait_until
 
 Reply = bytes | Callable[[str], bytes]
 
@@ -45,11 +47,7 @@ class ScriptedModem:
                 pass
 
     def wait_command(self, command: str, timeout: float = 3.0) -> None:
-        deadline = time.monotonic() + timeout
-        while command not in self.commands:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{command!r} never arrived; got {self.commands}")
-            time.sleep(0.01)
+        wait_until(lambda: command in self.commands, timeout, 0.01, lambda: f"{command!r}; got {self.commands}")
 
     def _run(self) -> None:
         buf = bytearray()

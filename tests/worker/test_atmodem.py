@@ -1,9 +1,10 @@
 """The AT layer: quirks from scripted modems, whole profiles from the emulator."""
+
 from __future__ import annotations
 
 import queue
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,16 +12,31 @@ from smsgw_worker import pdu
 from smsgw_worker.atmodem import ATModem, csq_to_dbm, decode_ussd_text
 from smsgw_worker.emulator import Emulator
 from smsgw_worker.errors import (
-    PERMANENT, SIM_PROBLEM, TRANSIENT, CmeError, CmsError, CommandError, ModemTimeout, NotSupported, SimProblem,
-    SubmitUnconfirmed, classify_send_error,
+    PERMANENT,
+    SIM_PROBLEM,
+    TRANSIENT,
+    UNCONFIRMED,
+    CmeError,
+    CmsError,
+    CommandError,
+    ModemTimeout,
+    NotSupported,
+    SimProblem,
+    SubmitUnconfirmed,
+    classify_send_error,
 )
 
 from .scripted_modem import ScriptedModem
 
 OK = b"\r\nOK\r\n"
 BASE = {
-    "AT": OK, "ATE0": OK, "AT+CMEE=1": OK, "AT+CMGF=0": OK, 'AT+CPMS="SM","SM","SM"': OK,
-    "AT+CNMI=2,1,0,1,0": OK, "AT+CSMS?": b"\r\n+CSMS: 0,1,1,1\r\n" + OK,
+    "AT": OK,
+    "ATE0": OK,
+    "AT+CMEE=1": OK,
+    "AT+CMGF=0": OK,
+    'AT+CPMS="SM","SM","SM"': OK,
+    "AT+CNMI=2,1,0,2,0": OK,
+    "AT+CSMS?": b"\r\n+CSMS: 0,1,1,1\r\n" + OK,
     "AT+CPIN?": b"\r\n+CPIN: READY\r\n" + OK,
 }
 
@@ -69,7 +85,7 @@ def test_it_initialises_every_emulated_profile_and_reads_its_identity(profile):
 def test_it_accepts_cpin_ready_without_a_final_ok(scripted):
     _, modem = scripted({"AT+CPIN?": b"\r\n+CPIN: READY\r\n"})
     modem.init()
-    assert modem.cnmi == "2,1,0,1,0"
+    assert modem.cnmi == "2,1,0,2,0"
 
 
 def test_it_waits_while_the_sim_is_busy_after_power_up(scripted):
@@ -106,11 +122,13 @@ def test_it_enters_the_pin_from_the_secret_once(scripted):
 
 
 def test_a_wrong_pin_is_never_retried(scripted):
-    fake, modem = scripted({"AT+CPIN?": b"\r\n+CPIN: SIM PIN\r\n" + OK, "AT+CPIN=*": b"\r\n+CME ERROR: 16\r\n"},
-                           pin="9999")
+    fake, modem = scripted(
+        {"AT+CPIN?": b"\r\n+CPIN: SIM PIN\r\n" + OK, "AT+CPIN=*": b"\r\n+CME ERROR: 16\r\n"}, pin="9999"
+    )
     with pytest.raises(SimProblem) as err:
         modem.init()
-    assert err.value.reason == "pin_required"
+    # Its own reason, apart from pin_required: the worker then never opens the port again.
+    assert err.value.reason == "pin_rejected"
     assert sum(c.startswith("AT+CPIN=") for c in fake.commands) == 1
 
 
@@ -125,31 +143,42 @@ def test_a_missing_pin_and_a_missing_sim_are_reported_as_sim_problems(scripted):
 
 
 def test_it_tries_iccid_variants_past_command_not_support(scripted):
-    fake, modem = scripted({
-        "AT+CCID": b"\r\nCOMMAND NOT SUPPORT\r\n", "AT+ICCID": b"\r\nERROR\r\n",
-        "AT^ICCID?": b"\r\n^ICCID: 98684000000000000071\r\n" + OK,
-    })
+    _fake, modem = scripted(
+        {
+            "AT+CCID": b"\r\nCOMMAND NOT SUPPORT\r\n",
+            "AT+ICCID": b"\r\nERROR\r\n",
+            "AT^ICCID?": b"\r\n^ICCID: 98684000000000000071\r\n" + OK,
+        }
+    )
     assert modem.iccid() == "89860400000000000017"  # Huawei gives the nibble-swapped raw EF
 
 
 def test_it_falls_back_to_cnmi_variants_a_modem_accepts(scripted):
-    _, modem = scripted({"AT+CNMI=2,1,0,1,0": b"\r\n+CMS ERROR: 303\r\n", "AT+CNMI=2,1,0,2,0": OK})
+    # No storage for reports: they come as +CDS, journaled as they arrive.
+    _, modem = scripted({"AT+CNMI=2,1,0,2,0": b"\r\n+CMS ERROR: 303\r\n", "AT+CNMI=2,1,0,1,0": OK})
     modem.init()
-    assert modem.cnmi == "2,1,0,2,0"
+    assert modem.cnmi == "2,1,0,1,0"
 
 
 def test_it_tolerates_echo_until_ate0(scripted):
-    _, modem = scripted({"AT": b"AT\r\r\nOK\r\n", "ATE0": b"ATE0\r\r\nOK\r\n",
-                         "AT+CGMI": b"\r\nACME Wireless\r\n" + OK})
+    _, modem = scripted(
+        {"AT": b"AT\r\r\nOK\r\n", "ATE0": b"ATE0\r\r\nOK\r\n", "AT+CGMI": b"\r\nACME Wireless\r\n" + OK}
+    )
     modem.init()
     assert modem._first_value("AT+CGMI") == "ACME Wireless"
 
 
 def test_it_lists_reads_and_deletes_stored_messages(scripted):
-    deliver = pdu.encode_deliver("+15550002222", "stored one", scts=datetime(2026, 1, 1, tzinfo=timezone.utc))[0]
+    deliver = pdu.encode_deliver("+15550002222", "stored one", scts=datetime(2026, 1, 1, tzinfo=UTC))[0]
     listing = (f"\r\n+CMGL: 1,0,,24\r\n{deliver}\r\n+CMGL: 4,1,,24\r\n{deliver}\r\n").encode() + OK
-    fake, modem = scripted({"AT+CMGL=4": listing, "AT+CMGR=4": f"\r\n+CMGR: 1,,24\r\n{deliver}\r\n".encode() + OK,
-                            "AT+CMGR=9": b"\r\n+CMS ERROR: 321\r\n", "AT+CMGD=4": OK})
+    fake, modem = scripted(
+        {
+            "AT+CMGL=4": listing,
+            "AT+CMGR=4": f"\r\n+CMGR: 1,,24\r\n{deliver}\r\n".encode() + OK,
+            "AT+CMGR=9": b"\r\n+CMS ERROR: 321\r\n",
+            "AT+CMGD=4": OK,
+        }
+    )
     stored = modem.list_messages()
     assert [(m.index, m.stat) for m in stored] == [(1, 0), (4, 1)]
     assert pdu.decode(stored[0].pdu).text == "stored one"
@@ -166,8 +195,9 @@ def test_a_cms_error_on_send_carries_the_code(scripted):
     assert (err.value.code, err.value.text) == (38, "network out of order")
 
 
-@pytest.mark.parametrize("answer", [b"\r\nOK\r\n", b"\r\nERROR\r\n", b"\r\n+CMGS: x\r\nOK\r\n",
-                                    b"\r\nCOMMAND NOT SUPPORT\r\n"])
+@pytest.mark.parametrize(
+    "answer", [b"\r\nOK\r\n", b"\r\nERROR\r\n", b"\r\n+CMGS: x\r\nOK\r\n", b"\r\nCOMMAND NOT SUPPORT\r\n"]
+)
 def test_a_send_answered_without_a_reference_after_the_pdu_may_have_left(scripted, answer):
     _, modem = scripted({"AT+CMGS=*": b"\r\n> ", "PDU:*": answer})
     with pytest.raises(SubmitUnconfirmed) as err:
@@ -217,13 +247,26 @@ def test_signal_index_maps_to_dbm_and_unknown_is_none():
     assert decode_ussd_text("plain", 15) == "plain"
 
 
-@pytest.mark.parametrize("exc, kind", [
-    (CmsError(500), TRANSIENT), (CmsError(332), TRANSIENT), (CmsError(42), TRANSIENT),
-    (CmsError(21), PERMANENT), (CmsError(1), PERMANENT), (CmsError(200), PERMANENT), (CmsError(304), PERMANENT),
-    (CmsError(310), SIM_PROBLEM), (CmeError(10), SIM_PROBLEM), (CmeError(100), TRANSIENT),
-    (NotSupported("AT+CMGS=9", "COMMAND NOT SUPPORT"), TRANSIENT),
-])
-def test_send_errors_are_classified_into_retry_fail_or_sim(exc, kind):
+@pytest.mark.parametrize(
+    "exc, kind",
+    [
+        (CmsError(500), TRANSIENT),
+        (CmsError(332), TRANSIENT),
+        (CmsError(42), TRANSIENT),
+        (CmsError(21), PERMANENT),
+        (CmsError(1), PERMANENT),
+        (CmsError(200), PERMANENT),
+        (CmsError(304), PERMANENT),
+        (CmsError(310), SIM_PROBLEM),
+        (CmeError(10), SIM_PROBLEM),
+        (CmeError(100), TRANSIENT),
+        (NotSupported("AT+CMGS=9", "COMMAND NOT SUPPORT"), TRANSIENT),
+        (ModemTimeout("AT+CMGS=9", 1.0), TRANSIENT),
+        (ModemTimeout("AT+CMGS=9", 1.0, submitted=True), UNCONFIRMED),
+        (SubmitUnconfirmed("AT+CMGS=9", "OK"), UNCONFIRMED),
+    ],
+)
+def test_send_errors_are_classified_into_retry_fail_sim_or_unconfirmed(exc, kind):
     assert classify_send_error(exc) == kind
 
 
@@ -237,8 +280,8 @@ def test_init_retries_storage_and_indications_while_sms_is_not_ready_after_sim_r
     try:
         modem.open()
         modem.init()
-        assert (modem.cnmi, modem.cpms, modem.setup_problem) == ("2,1,0,1,0", '"SM","SM","SM"', None)
-        assert emu._st.cnmi == [2, 1, 0, 1, 0]
+        assert (modem.cnmi, modem.cpms, modem.setup_problem) == ("2,1,0,2,0", '"SM","SM","SM"', None)
+        assert emu._st.cnmi == [2, 1, 0, 2, 0]
         assert any(c.startswith("AT+CNMI=") for c in emu.commands[:-1])  # refused at first, then retried
     finally:
         modem.close()
@@ -246,7 +289,7 @@ def test_init_retries_storage_and_indications_while_sms_is_not_ready_after_sim_r
 
 
 def test_init_gives_up_after_its_bound_and_says_what_is_missing(scripted):
-    _, modem = scripted({"AT+CNMI=2,1,0,1,0": b"\r\n+CMS ERROR: 302\r\n"}, sms_ready_timeout=0.5)
+    _, modem = scripted({"AT+CNMI=2,1,0,2,0": b"\r\n+CMS ERROR: 302\r\n"}, sms_ready_timeout=0.5)
     started = time.monotonic()
     modem.init()
     assert time.monotonic() - started < 3

@@ -1,10 +1,12 @@
 """The modem emulator answers like a modem, through a real pseudo-terminal."""
+
 import os
 import re
 import time
 
 import pytest
 import serial
+from support.waits import wait_until
 
 from smsgw_worker.emulator import Emulator
 from smsgw_worker.pdu import Deliver, StatusReport, decode, encode_submit
@@ -161,7 +163,7 @@ def test_a_send_can_leave_without_its_reference_reaching_the_te(at, emulator):
     emulator.lose_next_references(2, "OK")
     emulator.lose_next_references(1, "ERROR")
     replies = [send(at, "+15550001111", "x")[0] for _ in range(4)]
-    assert [r for r in replies[:3]] == [["OK"], ["OK"], ["ERROR"]]
+    assert list(replies[:3]) == [["OK"], ["OK"], ["ERROR"]]
     assert replies[3][-1] == "OK" and replies[3][0].startswith("+CMGS:")
     assert len(emulator.sent) == 4  # every one of them left
 
@@ -173,7 +175,7 @@ def test_send_latency_delays_the_answer_and_urcs_can_come_in_between(at, emulato
     at.expect("> ")
     started = time.monotonic()
     at.write(part.hex.encode() + b"\x1a")
-    time.sleep(0.1)
+    time.sleep(0.1)  # into the send's latency: the URC must come in between (the case under test)
     emulator.inject_sms("+15552223333", "meanwhile")
     out = at.expect("+CMGS:")
     assert time.monotonic() - started >= 0.35
@@ -266,7 +268,11 @@ def test_with_csms_1_the_next_direct_delivery_waits_for_the_ack_and_an_unacknowl
     out = at.read_until(lambda t: "+CDSI:" in t, timeout=2)
     assert out.count("+CDS:") == 2 and '+CDSI: "SM",0' in out
     assert [(d["kind"], d["attempt"], d["outcome"]) for d in emulator.direct_deliveries] == [
-        ("sms", 0, "acked"), ("sms", 0, "acked"), ("report", 0, "repeated"), ("report", 1, "stored")]
+        ("sms", 0, "acked"),
+        ("sms", 0, "acked"),
+        ("report", 0, "repeated"),
+        ("report", 1, "stored"),
+    ]
 
 
 def test_the_direct_profile_powers_up_with_csms_1_and_cmt_routing(tmp_path):
@@ -286,8 +292,9 @@ def test_a_profile_can_refuse_sms_commands_for_a_while_after_sim_ready(tmp_path)
 
     from smsgw_worker.emulator import PROFILES
 
-    emu = Emulator(dataclasses.replace(PROFILES["simcom"], sms_ready_seconds=0.6),
-                   link=str(tmp_path / "ttySLOW")).start()
+    emu = Emulator(
+        dataclasses.replace(PROFILES["simcom"], sms_ready_seconds=0.6), link=str(tmp_path / "ttySLOW")
+    ).start()
     port = AtPort(emu.device)
     try:
         boot = port.read_until(lambda t: "+CPIN: READY" in t, timeout=3)
@@ -357,9 +364,13 @@ def test_unplug_makes_the_port_fail_and_the_link_vanish_and_replug_restores_it(e
     port.cmd("AT")
     emulator.unplug()
     assert not os.path.exists(emulator.device)
-    with pytest.raises(serial.SerialException):
+
+    def read_until_the_port_fails():
         for _ in range(20):
             port.port.read(1)
+
+    with pytest.raises(serial.SerialException):
+        read_until_the_port_fails()
     port.close()
     emulator.replug()
     port = AtPort(emulator.device)
@@ -379,7 +390,8 @@ def test_a_removed_sim_gives_cme_10_and_cms_310(at, emulator):
 
 def test_a_reset_powers_the_modem_up_again(at, emulator):
     assert at.cmd("AT+CFUN=1,1") == ["OK"]
-    time.sleep(0.2)
+    # The generic profile prints nothing on boot: its fresh state (echo on) is the sign.
+    wait_until(lambda: emulator._booted and emulator._st.echo, 2, 0.01, "the modem to reboot")
     at.drain(0.05)
     at.write(b"AT\r")
     assert at.expect("OK\r\n") == "AT\r\r\nOK\r\n"  # echo is back on
@@ -392,6 +404,6 @@ def test_wait_sent_gives_up_after_its_timeout(emulator):
 
 def test_bad_controls_are_refused_clearly(emulator):
     with pytest.raises(ValueError, match="profile"):
-        Emulator("nokia")
+        Emulator("no-such-modem")
     with pytest.raises(ValueError, match="permutation"):
         emulator.inject_sms("+1555", "x" * 200, multipart_order=[1, 1])

@@ -1,4 +1,5 @@
 """The emulator as a process with its JSON control API, as the demo stack runs it."""
+
 import os
 import signal
 import subprocess
@@ -15,9 +16,21 @@ from .conftest import AtPort
 def emulator_process(python, tmp_path):
     link = tmp_path / "ttyEMU0"
     proc = subprocess.Popen(
-        [python, "-m", "smsgw_worker.emulator", "--profile", "generic", "--link", str(link),
-         "--control", "127.0.0.1:0", "--report-delay", "0.05"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            python,
+            "-m",
+            "smsgw_worker.emulator",
+            "--profile",
+            "generic",
+            "--link",
+            str(link),
+            "--control",
+            "127.0.0.1:0",
+            "--report-delay",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline()  # "emulator ready device=... control=HOST:PORT"
@@ -37,7 +50,9 @@ def test_the_control_api_drives_the_emulator_and_sigterm_stops_it(emulator_proce
     try:
         port.cmd("ATE0")
         port.cmd("AT+CMEE=1")
-        assert requests.post(f"{base}/inject", json={"sender": "+15551230000", "text": "hi"}, timeout=5).json() == {"stored": [0]}
+        assert requests.post(f"{base}/inject", json={"sender": "+15551230000", "text": "hi"}, timeout=5).json() == {
+            "stored": [0]
+        }
         port.expect("+CMTI:")
         assert decode(port.cmd("AT+CMGR=0")[1]).text == "hi"
 
@@ -47,7 +62,7 @@ def test_the_control_api_drives_the_emulator_and_sigterm_stops_it(emulator_proce
             port.write(f"AT+CMGS={part.tpdu_length}\r".encode())
             port.expect("> ")
             port.write(part.hex.encode() + b"\x1a")
-            assert port.lines(port.read_until(lambda t: expected in t))[-1] == expected
+            assert port.lines(port.read_until(lambda t, want=expected: want in t))[-1] == expected
         sent = requests.get(f"{base}/sent", timeout=5).json()
         assert [(s["number"], s["text"]) for s in sent] == [("+15550001111", "via the api")]
 
@@ -83,9 +98,12 @@ def test_the_control_api_exposes_every_fault_and_network_control(emulator_proces
         port.cmd("ATE0")
         port.cmd("AT+CMEE=1")
         # A raw PDU (dreamfabric.com/sms "hellohello") and a multipart SMS in a chosen order.
-        assert post("/inject", {"pdu": "07917283010010F5040BC87238880900F10000993092516195800AE8329BFD4697D9EC37"}) == {"stored": [0]}
-        assert post("/inject", {"sender": "+15550000002", "text": "x" * 200, "multipart_order": [2, 1],
-                                "concat_ref": 7}) == {"stored": [1, 2]}
+        assert post("/inject", {"pdu": "07917283010010F5040BC87238880900F10000993092516195800AE8329BFD4697D9EC37"}) == {
+            "stored": [0]
+        }
+        assert post(
+            "/inject", {"sender": "+15550000002", "text": "x" * 200, "multipart_order": [2, 1], "concat_ref": 7}
+        ) == {"stored": [1, 2]}
         stored = requests.get(f"{base}/stored", timeout=5).json()
         assert [decode(m["pdu"]).text for m in stored][0] == "hellohello"
         assert [decode(m["pdu"]).concat.seq for m in stored[1:]] == [2, 1]
@@ -142,6 +160,28 @@ def test_the_control_api_exposes_every_fault_and_network_control(emulator_proces
         port.close()
 
 
+def test_the_control_api_switches_real_modem_behaviours(emulator_process):
+    _, device, base = emulator_process
+    assert requests.post(f"{base}/quirk", json={"name": "cmgr_no_stat"}, timeout=5).json() == {
+        "quirk": "cmgr_no_stat",
+        "on": True,
+    }
+    assert "cmgr_no_stat" in requests.get(f"{base}/health", timeout=5).json()["quirks"]
+    assert requests.post(f"{base}/smsc", json={"number": ""}, timeout=5).json() == {"smsc": ""}
+    port = AtPort(device)
+    try:
+        port.cmd("ATE0")
+        assert port.cmd("AT+CSCA?")[0] == '+CSCA: "",129'
+        port.cmd("AT+CLIP=1")
+        requests.post(f"{base}/call", json={"number": "+4915112345678", "rings": 1, "interval": 0.1}, timeout=5)
+        assert '+CLIP: "+4915112345678",145' in port.expect("+CLIP:")
+        assert requests.post(f"{base}/reboot", json={}, timeout=5).json() == {"rebooted": True}
+        port.cmd("ATE0")
+        assert port.cmd("AT+CLIP?")[0] == "+CLIP: 0,1"  # a reboot forgets it
+    finally:
+        port.close()
+
+
 @pytest.mark.parametrize(
     "path, body, status",
     [
@@ -159,6 +199,10 @@ def test_the_control_api_exposes_every_fault_and_network_control(emulator_proces
         ("/lose-references", {"count": -1}, 400),
         ("/signal", {"rssi": 40}, 400),
         ("/registration", {"stat": "home"}, 400),
+        ("/quirk", {"name": "no_such_quirk"}, 400),
+        ("/quirk", {"name": "cmgr_no_stat", "on": "yes"}, 400),
+        ("/call", {"number": "+1555", "rings": 0}, 400),
+        ("/smsc", {"number": 5}, 400),
         ("/nowhere", {}, 404),
     ],
 )
@@ -170,6 +214,7 @@ def test_bad_control_requests_get_a_clear_error(emulator_process, path, body, st
 
 
 def test_a_bad_control_address_is_refused(python):
-    r = subprocess.run([python, "-m", "smsgw_worker.emulator", "--control", "nowhere"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [python, "-m", "smsgw_worker.emulator", "--control", "nowhere"], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2 and "HOST:PORT" in r.stderr

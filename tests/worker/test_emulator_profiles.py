@@ -69,7 +69,7 @@ def test_quectel_uses_qccid_and_stores_status_reports_in_sr(make):
 
 
 def test_a_pin_is_asked_for_and_checked(make):
-    emu, at = make("generic", pin="1234")
+    _emu, at = make("generic", pin="1234")
     at.cmd("ATE0")
     at.cmd("AT+CMEE=1")
     assert at.cmd("AT+CPIN?") == ["+CPIN: SIM PIN", "OK"]

@@ -2,6 +2,7 @@
 
 Where Gammu and the emulator disagree, the emulator is what changes.
 """
+
 import shutil
 import subprocess
 
@@ -13,9 +14,7 @@ GAMMU = shutil.which("gammu") or "/usr/bin/gammu"
 
 
 def gammu(rc, *args, timeout=60):
-    return subprocess.run(
-        [GAMMU, "-c", str(rc), *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([GAMMU, "-c", str(rc), *args], capture_output=True, text=True, timeout=timeout)
 
 
 def start(profile, tmp_path):

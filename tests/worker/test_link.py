@@ -1,4 +1,5 @@
 """The serial link against a scripted modem on a real pty."""
+
 from __future__ import annotations
 
 import os
@@ -6,10 +7,12 @@ import queue
 import time
 
 import pytest
-from .scripted_modem import ScriptedModem
+from support.waits import wait_until
 
 from smsgw_worker.errors import CmeError, CmsError, ModemTimeout, PortGone
 from smsgw_worker.serial_link import SerialLink
+
+from .scripted_modem import ScriptedModem
 
 OK = b"\r\nOK\r\n"
 
@@ -22,8 +25,9 @@ def rig():
         modem = ScriptedModem(table)
         urcs: queue.Queue = queue.Queue()
         fatal: queue.Queue = queue.Queue()
-        link = SerialLink(modem.device, on_unsolicited=lambda line, pdu: urcs.put((line, pdu)),
-                          on_fatal=fatal.put, **kw)
+        link = SerialLink(
+            modem.device, on_unsolicited=lambda line, pdu: urcs.put((line, pdu)), on_fatal=fatal.put, **kw
+        )
         link.open()
         made.append((modem, link))
         return modem, link, urcs, fatal
@@ -58,7 +62,7 @@ def test_it_routes_a_cmti_inside_a_cmgs_exchange_to_the_unsolicited_handler(rig)
 
 
 def test_it_hands_a_cmt_over_together_with_its_pdu_line(rig):
-    modem, link, urcs, _ = rig({})
+    modem, _link, urcs, _ = rig({})
     modem.push(b"\r\n+CMT: ,24\r\n07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07\r\n")
     line, pdu = urcs.get(timeout=2)
     assert line == "+CMT: ,24"
@@ -66,7 +70,7 @@ def test_it_hands_a_cmt_over_together_with_its_pdu_line(rig):
 
 
 def test_it_hands_over_a_truncated_cmt_without_a_pdu(rig):
-    modem, link, urcs, _ = rig({})
+    modem, _link, urcs, _ = rig({})
     modem.push(b"\r\n+CMT: ,24\r\n\r\nRING\r\n")
     assert urcs.get(timeout=2) == ("+CMT: ,24", None)
     assert urcs.get(timeout=2) == ("RING", None)
@@ -109,8 +113,8 @@ def test_a_send_without_a_prompt_is_cancelled_and_says_nothing_left(rig):
     with pytest.raises(ModemTimeout) as err:
         link.command_with_data("AT+CMGS=1", "00", timeout=5, prompt_timeout=0.3)
     assert err.value.submitted is False
-    time.sleep(0.1)
-    assert bytes(modem.written).endswith(b"\x1b")  # ESC cancels the half-entered send
+    # ESC cancels the half-entered send.
+    wait_until(lambda: bytes(modem.written).endswith(b"\x1b"), 2, 0.01, lambda: f"ESC; wrote {bytes(modem.written)!r}")
 
 
 def test_it_survives_garbage_on_the_line(rig):
@@ -138,10 +142,13 @@ def test_it_refuses_to_open_a_missing_device():
 
 
 def test_it_sees_the_prompt_even_when_an_unsolicited_line_follows_it_at_once(rig):
-    modem, link, urcs, _ = rig({
-        "AT+CMGS=*": b"\r\n> \r\n+CDS: 25\r\n07915155000000F006000B915155001011F1621152915055006211529150550000\r\n",
-        "PDU:00": b"\r\n+CMGS: 3\r\n" + OK,
-    })
+    _modem, link, urcs, _ = rig(
+        {
+            "AT+CMGS=*": b"\r\n> \r\n+CDS: 25\r\n"
+            b"07915155000000F006000B915155001011F1621152915055006211529150550000\r\n",
+            "PDU:00": b"\r\n+CMGS: 3\r\n" + OK,
+        }
+    )
     assert link.command_with_data("AT+CMGS=1", "00", timeout=2, prompt_timeout=1) == ["+CMGS: 3"]
     line, pdu = urcs.get(timeout=2)
     assert line == "+CDS: 25" and pdu.startswith("07915155")

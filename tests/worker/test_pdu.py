@@ -1,5 +1,6 @@
 """The PDU codec against published vectors, each with its origin noted."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -26,9 +27,7 @@ def tz(hours: float) -> timezone:
 def test_it_encodes_the_classic_hellohello_submit():
     # "SMS and the PDU format" (dreamfabric.com/sms, Lars Pettersson), the
     # example every tutorial copies: to +46708251358, validity AA (4 days).
-    [pdu] = encode_submit(
-        "+46708251358", "hellohello", request_status_report=False, validity_minutes=4 * 24 * 60
-    )
+    [pdu] = encode_submit("+46708251358", "hellohello", request_status_report=False, validity_minutes=4 * 24 * 60)
     assert pdu.hex == "0011000B916407281553F80000AA0AE8329BFD4697D9EC37"
     assert pdu.tpdu_length == 23  # octets after the SMSC part, for AT+CMGS
     assert (pdu.seq, pdu.total, pdu.text) == (1, 1, "hellohello")
@@ -67,18 +66,24 @@ def test_it_packs_concatenated_gsm7_parts_with_fill_bits_like_others_do():
         "mollit anim id est laborum"
     )
     expected = [
-        "0045000B915121551532F40000A0050003000301986F79B90D4AC3E7F53688FC66BFE5A0799A0E0AB7CB7416"
-        "68FC76CFCB637A995E9783C2E4343C3D4F8FD3EE33A8CC4ED359A079990C22BF41E5747DDE7E9341F4721BFE"
-        "9683D2EE719A9C26D7DD74509D0E6287C56F791954A683C86FF65B5E06B5C36777181466A7E3F5B0AB4A0795"
-        "DDE936284C06B5D3EE741B642FBBD3E1360B14AFA7DD",
-        "0045000B915121551532F40000A0050003000302DE73BABC4E0695F165F9384D0FD3D36F37A8CE6687DBE337"
-        "881D16BFE5E939C89D9EA741753A28CC4EC7EB6938A88C0795C3A0F1BBDD7E93DFA0F1DB3D2FC7EB61BA8B58"
-        "4FCF41E13ABD0C4ACBEBF23288FC66BFE5A0B41B242FC3E56574D94D2ECBD37450DA0DB2BFD975383D4C2F83"
-        "EC65769A0E2ACFE765D038CD66D7DB20F29BFD2E83CA",
-        "0045000B915121551532F400008C050003000303EA2073FD9C0ED341EE3A9B1D06C1C3F274985E97BB8AF871"
-        "194E2FD7E5A079DA4D07BDC7E370791CA683C675789A1CA687E920F7DB0D82CBDF6972D94D6781E675371D94"
-        "7683C675363C0C8AD7D3A0B7D99C1EA7C32072795E96D7DD7450FBCD66A7E9A0B03BDD06A5C9A0F29C0E6287"
-        "C56F79BD0D",
+        (
+            "0045000B915121551532F40000A0050003000301986F79B90D4AC3E7F53688FC66BFE5A0799A0E0AB7CB7416"
+            "68FC76CFCB637A995E9783C2E4343C3D4F8FD3EE33A8CC4ED359A079990C22BF41E5747DDE7E9341F4721BFE"
+            "9683D2EE719A9C26D7DD74509D0E6287C56F791954A683C86FF65B5E06B5C36777181466A7E3F5B0AB4A0795"
+            "DDE936284C06B5D3EE741B642FBBD3E1360B14AFA7DD"
+        ),
+        (
+            "0045000B915121551532F40000A0050003000302DE73BABC4E0695F165F9384D0FD3D36F37A8CE6687DBE337"
+            "881D16BFE5E939C89D9EA741753A28CC4EC7EB6938A88C0795C3A0F1BBDD7E93DFA0F1DB3D2FC7EB61BA8B58"
+            "4FCF41E13ABD0C4ACBEBF23288FC66BFE5A0B41B242FC3E56574D94D2ECBD37450DA0DB2BFD975383D4C2F83"
+            "EC65769A0E2ACFE765D038CD66D7DB20F29BFD2E83CA"
+        ),
+        (
+            "0045000B915121551532F400008C050003000303EA2073FD9C0ED341EE3A9B1D06C1C3F274985E97BB8AF871"
+            "194E2FD7E5A079DA4D07BDC7E370791CA683C675789A1CA687E920F7DB0D82CBDF6972D94D6781E675371D94"
+            "7683C675363C0C8AD7D3A0B7D99C1EA7C32072795E96D7DD7450FBCD66A7E9A0B03BDD06A5C9A0F29C0E6287"
+            "C56F79BD0D"
+        ),
     ]
     pdus = encode_submit("+15125551234", text, request_status_report=False, concat_ref=0)
     assert [p.hex[4:] for p in pdus] == [e[4:] for e in expected]
@@ -189,7 +194,7 @@ def test_it_decodes_how_are_you():
     d = decode("07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07")
     assert (d.smsc, d.sender, d.sender_type) == ("+31624000000", "+31641600986", "international")
     assert d.text == "How are you?"
-    assert d.scts == datetime(2002, 8, 26, 19, 37, 41, tzinfo=timezone.utc)
+    assert d.scts == datetime(2002, 8, 26, 19, 37, 41, tzinfo=UTC)
 
 
 def test_it_decodes_a_deliver_with_extension_characters():
@@ -283,13 +288,13 @@ def test_it_decodes_eight_bit_data():
     s = decode("0591721891F101000B917228214365F700040C48656C6C6F20776F726C6421")
     assert isinstance(s, Submit)
     assert s.encoding == "8-bit" and s.data == b"Hello world!" and s.text == ""
-    [hexpdu] = encode_deliver("+1555", "", scts=datetime(2024, 1, 1, tzinfo=timezone.utc), data=b"\x00\xff\x10")
+    [hexpdu] = encode_deliver("+1555", "", scts=datetime(2024, 1, 1, tzinfo=UTC), data=b"\x00\xff\x10")
     d = decode(hexpdu)
     assert (d.encoding, d.data, d.text) == ("8-bit", b"\x00\xff\x10", "")
 
 
 def test_it_decodes_ucs2_with_an_emoji_outside_the_bmp():
-    [hexpdu] = encode_deliver("+1555", "Hi 😀👍🏽", scts=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    [hexpdu] = encode_deliver("+1555", "Hi 😀👍🏽", scts=datetime(2024, 1, 1, tzinfo=UTC))
     d = decode(hexpdu)
     assert d.text == "Hi 😀👍🏽" and d.encoding == "UCS-2"
 
@@ -367,7 +372,7 @@ def test_status_values_map_to_delivered_and_final(status, delivered, final):
 
 def test_a_status_report_with_trailing_parameters_decodes():
     # TS 23.040 9.2.2.3: TP-PI and the fields it announces may follow TP-ST.
-    now = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    now = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
     r = decode(encode_status_report(7, "+1555", 0, now, now) + "00")
     assert r.reference == 7 and r.delivered
 
@@ -415,8 +420,6 @@ def test_encode_deliver_needs_an_aware_timestamp():
 
 
 def test_encode_deliver_with_a_given_concat_emits_that_part():
-    [hexpdu] = encode_deliver(
-        "+1555", "part two", scts=datetime(2024, 1, 1, tzinfo=timezone.utc), concat=Concat(300, 3, 2)
-    )
+    [hexpdu] = encode_deliver("+1555", "part two", scts=datetime(2024, 1, 1, tzinfo=UTC), concat=Concat(300, 3, 2))
     d = decode(hexpdu)
     assert d.concat == Concat(300, 3, 2) and d.text == "part two"

@@ -1,8 +1,10 @@
 """Round trips of the PDU codec over every GSM-7 text and arbitrary Unicode."""
+
 import re
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smsgw_common.segments import GSM7_BASIC, GSM7_EXTENSION, LIMITS, choose_encoding
 from smsgw_worker.pdu import Concat, decode, encode_deliver, encode_submit
@@ -20,13 +22,11 @@ def roundtrip(number: str, text: str, ref: int) -> None:
     assert "".join(d.text for d in decoded) == text
     assert all(d.recipient == number for d in decoded)
     assert all(d.encoding == choose_encoding(text) for d in decoded)
-    single, multi = LIMITS[choose_encoding(text)]
+    _single, _multi = LIMITS[choose_encoding(text)]
     if len(pdus) == 1:
         assert decoded[0].concat is None
     else:
-        assert [d.concat for d in decoded] == [
-            Concat(ref, len(pdus), i) for i in range(1, len(pdus) + 1)
-        ]
+        assert [d.concat for d in decoded] == [Concat(ref, len(pdus), i) for i in range(1, len(pdus) + 1)]
     for p in pdus:
         assert p.tpdu_length == len(p.hex) // 2 - 1  # SMSC part is the single 00
         assert p.tpdu_length <= 140 + 2 + 12 + 2 + 1  # UD + header fields at most
@@ -46,12 +46,14 @@ def test_any_unicode_text_round_trips_through_submit_pdus(number, text, ref):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.one_of(numbers, st.text(alphabet=GSM7_CHARS, min_size=1, max_size=11).filter(
-        lambda s: re.fullmatch(r"\+?[0-9*#]+", s) is None
-    )),
+    st.one_of(
+        numbers,
+        st.text(alphabet=GSM7_CHARS, min_size=1, max_size=11).filter(lambda s: re.fullmatch(r"\+?[0-9*#]+", s) is None),
+    ),
     st.one_of(gsm7_text, unicode_text),
     st.datetimes(
-        min_value=datetime(2000, 1, 1), max_value=datetime(2068, 12, 31),
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2068, 12, 31),
         timezones=st.integers(-48, 56).map(lambda q: timezone(timedelta(minutes=15 * q))),
     ),
 )

@@ -1,11 +1,12 @@
 """Every emulator fault control, and the worker surviving each."""
+
 from __future__ import annotations
 
 import time
 
 import pytest
-
 from sqlalchemy import select
+from support.waits import holds_for
 
 from smsgw_common.models import MessageEvent, Modem
 
@@ -75,23 +76,26 @@ def test_a_send_answered_without_a_reference_is_unknown_and_never_resent(rig, fi
     assert [p.status for p in r.parts(mid)] == ["submitting"]
     # The modem answers, so the worker goes on at once; the message stays unknown.
     r.wait_state(r.queue_sms("next one"), "sent", timeout=10)
-    time.sleep(1.0)  # several claim rounds
-    assert len(r.emulator.sent) == 2
+    # Several claim rounds: the unknown one is never sent again.
+    holds_for(lambda: len(r.emulator.sent) == 2, 1.0, message="two sends, no resend")
     assert r.message(mid).status == "unknown"
 
 
-def test_a_hung_modem_is_reset_and_the_worker_resumes_when_it_answers_again(rig, caplog):
+def test_a_hung_modem_is_reopened_and_the_worker_resumes_when_it_answers_again(rig, caplog):
     r = rig()
     w = r.start_worker()
-    r.emulator.hang(True)
-    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: not p["online"] and p.get("reason") == "not_responding",
-                timeout=15)
+    r.emulator.hang(True, mode="late")  # what is written meanwhile runs when it ends
+    r.mqtt.wait(
+        r.topics.state(r.modem_id), lambda p: not p["online"] and p.get("reason") == "not_responding", timeout=15
+    )
     r.emulator.hang(False)
     r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p["online"] and p["ts"] > _last_offline(r), timeout=20)
     r.wait_state(r.queue_sms("after the hang"), "sent", timeout=10)
     assert w.modem is not None
-    # A hung emulator records nothing, so the worker's own account tells.
-    assert "modem reset with AT+CFUN=1,1" in caplog.text
+    # No ATZ or AT+CFUN=1,1 into a modem that does not answer AT: one that
+    # queued them would reboot after the stall (docs/modems.md, "Modem faults").
+    assert not any(c.upper().startswith(("ATZ", "AT+CFUN=1,1")) for c in r.emulator.commands)
+    assert "reopening the port" in caplog.text
 
 
 def test_garbage_on_the_line_is_survived(rig):
@@ -126,13 +130,15 @@ def test_unplug_marks_it_offline_and_replug_resumes(rig):
     r = rig()
     r.start_worker()
     r.emulator.unplug()
-    r.mqtt.wait(r.topics.state(r.modem_id), lambda p: not p["online"] and p.get("reason") in
-                ("unplugged", "port_unavailable"), timeout=10)
+    r.mqtt.wait(
+        r.topics.state(r.modem_id),
+        lambda p: not p["online"] and p.get("reason") in ("unplugged", "port_unavailable"),
+        timeout=10,
+    )
     with r.Session() as s:
         assert s.get(Modem, r.modem_id).online is False
     mid = r.queue_sms("queued while unplugged")
-    time.sleep(0.5)
-    assert r.message(mid).status == "queued"
+    holds_for(lambda: r.message(mid).status == "queued", 0.5, message="the message waits while unplugged")
     r.emulator.replug()
     r.wait_state(mid, "sent", timeout=15)
     r.mqtt.wait(r.topics.state(r.modem_id), lambda p: p["online"] and p["ts"] > _last_offline(r), timeout=10)
@@ -142,12 +148,12 @@ def test_a_removed_sim_is_reported_and_nothing_is_sent(rig):
     r = rig()
     r.start_worker()
     r.emulator.remove_sim()
-    state = r.mqtt.wait(r.topics.state(r.modem_id), lambda p: not p["online"] and p.get("reason") == "sim_missing",
-                        timeout=10)
+    state = r.mqtt.wait(
+        r.topics.state(r.modem_id), lambda p: not p["online"] and p.get("reason") == "sim_missing", timeout=10
+    )
     assert "SIM" in state["last_error"]
     mid = r.queue_sms("no SIM")
-    time.sleep(0.8)
-    assert r.message(mid).status == "queued" and r.emulator.sent == []
+    holds_for(lambda: r.message(mid).status == "queued" and r.emulator.sent == [], 0.8, message="no send without a SIM")
     r.emulator.insert_sim()
     r.wait_state(mid, "sent", timeout=15)
 
@@ -160,8 +166,9 @@ def test_a_sim_asking_for_a_pin_is_unlocked_from_the_secret(rig):
 
 def test_a_sim_asking_for_a_pin_without_one_configured_is_reported(rig):
     r = rig(emulator_kw={"pin": "4321"})
-    from smsgw_worker.worker import Worker
     import threading
+
+    from smsgw_worker.worker import Worker
 
     w = Worker(r.settings, device=r.emulator.device)
     t = threading.Thread(target=w.run, daemon=True)
@@ -192,7 +199,7 @@ def test_sms_not_ready_past_init_is_reported_in_the_health_and_set_up_once_it_is
     assert r.emulator._st.cnmi == [2, 1, 0, 0, 0]  # nothing set yet
     # Retried on refresh: once the SMS service is up, +CNMI is set and the error goes.
     wait_for(lambda: r.worker.modem.cnmi is not None and r.worker.last_error is None, 15)
-    assert r.emulator._st.cnmi == [2, 1, 0, 1, 0]
+    assert r.emulator._st.cnmi == [2, 1, 0, 2, 0]  # reports stored until read
     with r.Session() as s:
         assert s.get(Modem, r.modem_id).last_error is None
     r.emulator.inject_sms("+15550003131", "after sms ready")

@@ -1,16 +1,17 @@
 """The worker as people run it: commands over MQTT, `python -m smsgw_worker
 run` with SIGTERM and the last will, configuration errors, and `probe`."""
+
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import time
 import uuid
 from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
+from support.waits import wait_until
 
 from smsgw_common.models import Modem
 from smsgw_common.topics import Topics
@@ -65,8 +66,15 @@ def test_a_clean_stop_publishes_offline_and_marks_the_modem_row(rig):
 
 
 def _env(service_env, modem_id: str, **extra) -> dict:
-    env = dict(service_env, MODEM_ID=modem_id, MODEM_EMULATOR="simcom", LOG_LEVEL="INFO",
-               WORKER_CLAIM_INTERVAL="0.3", WORKER_REFRESH_INTERVAL="1", MODEM_COMMAND_TIMEOUT="2")
+    env = dict(
+        service_env,
+        MODEM_ID=modem_id,
+        MODEM_EMULATOR="simcom",
+        LOG_LEVEL="INFO",
+        WORKER_CLAIM_INTERVAL="0.3",
+        WORKER_REFRESH_INTERVAL="1",
+        MODEM_COMMAND_TIMEOUT="2",
+    )
     env.pop("MODEM_DEVICE", None)
     env.update(extra)
     return env
@@ -89,8 +97,9 @@ def _worker_process(service_env, python, mqtt_prefix, name: str, **popen_kw):
 
 
 def test_the_process_runs_an_emulated_modem_drains_on_sigterm_and_publishes_offline(service_env, python, mqtt_prefix):
-    with _worker_process(service_env, python, mqtt_prefix, "proc",
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as (proc, listener, state_topic):
+    with _worker_process(
+        service_env, python, mqtt_prefix, "proc", stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as (proc, listener, state_topic):
         state = listener.wait(state_topic, lambda p: p["online"], timeout=20)
         assert state["manufacturer"] == "SIMCOM_Ltd" and state["iccid"].startswith("89999")
         proc.send_signal(signal.SIGTERM)
@@ -101,8 +110,9 @@ def test_the_process_runs_an_emulated_modem_drains_on_sigterm_and_publishes_offl
 
 
 def test_a_killed_process_leaves_its_last_will_retained(service_env, python, mqtt_prefix):
-    with _worker_process(service_env, python, mqtt_prefix, "lwt",
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as (proc, listener, state_topic):
+    with _worker_process(
+        service_env, python, mqtt_prefix, "lwt", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as (proc, listener, state_topic):
         listener.wait(state_topic, lambda p: p["online"], timeout=20)
         proc.kill()
         proc.wait(5)
@@ -115,13 +125,16 @@ def test_a_killed_process_leaves_its_last_will_retained(service_env, python, mqt
         late.close()
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"MODEM_ID": ""}, "MODEM_ID is not set"),
-    ({"MODEM_ID": "bad/id"}, "MODEM_ID may only hold"),
-    ({"MODEM_EMULATOR": "", "MODEM_DEVICE": ""}, "MODEM_DEVICE is not set"),
-    ({"MODEM_PIN": "12ab"}, "MODEM_PIN must be 4 to 8 digits"),
-    ({"MODEM_EMULATOR": "nokia"}, "MODEM_EMULATOR must be one of"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"MODEM_ID": ""}, "MODEM_ID is not set"),
+        ({"MODEM_ID": "bad/id"}, "MODEM_ID may only hold"),
+        ({"MODEM_EMULATOR": "", "MODEM_DEVICE": ""}, "MODEM_DEVICE is not set"),
+        ({"MODEM_PIN": "12ab"}, "MODEM_PIN must be 4 to 8 digits"),
+        ({"MODEM_EMULATOR": "no-such-modem"}, "MODEM_EMULATOR must be one of"),
+    ],
+)
 def test_it_refuses_to_start_on_bad_settings_with_a_clear_message(service_env, python, extra, message):
     env = _env(service_env, "cfg-test", **extra)
     done = subprocess.run([python, "-m", "smsgw_worker", "run"], env=env, capture_output=True, timeout=30)
@@ -133,9 +146,12 @@ def test_probe_lists_the_port_that_answers_at_and_what_it_holds(python):
     emu = Emulator("quectel", iccid="8944000000000000017").start()
     silent_master, silent_slave = os.openpty()
     try:
-        time.sleep(0.3)  # let the quectel SIM get past its busy window
-        done = subprocess.run([python, "-m", "smsgw_worker", "probe", emu.device, os.ttyname(silent_slave)],
-                              capture_output=True, timeout=60)
+        wait_until(lambda: emu._booted, 5, 0.02, "the quectel SIM to get past its busy window")
+        done = subprocess.run(
+            [python, "-m", "smsgw_worker", "probe", emu.device, os.ttyname(silent_slave)],
+            capture_output=True,
+            timeout=60,
+        )
         out = done.stdout.decode()
         assert done.returncode == 0, out + done.stderr.decode()
         first, second = out.strip().splitlines()
@@ -157,6 +173,7 @@ def test_the_demo_emulator_is_steered_through_its_control_server(service_env, py
     import socket
 
     import requests
+
     from smsgw_common.db import make_engine, make_sessionmaker
     from smsgw_common.models import Message
 
@@ -165,9 +182,12 @@ def test_the_demo_emulator_is_steered_through_its_control_server(service_env, py
         port = probe.getsockname()[1]
     modem_id = f"demo-{uuid.uuid4().hex[:8]}"
     sender = "+1555" + str(uuid.uuid4().int)[:7]
-    proc = subprocess.Popen([python, "-m", "smsgw_worker", "run"],
-                            env=_env(service_env, modem_id, MODEM_EMULATOR_CONTROL=f"127.0.0.1:{port}"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [python, "-m", "smsgw_worker", "run"],
+        env=_env(service_env, modem_id, MODEM_EMULATOR_CONTROL=f"127.0.0.1:{port}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     engine = make_engine(database_url, pool_size=1)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -1,4 +1,5 @@
 """The durable queue as the worker uses it: claims, leases, the in-doubt window."""
+
 from __future__ import annotations
 
 import threading
@@ -34,8 +35,11 @@ def test_two_claimers_never_share_a_row(sim):
     Session, sim_id = sim
     with Session.begin() as s:
         for i in range(40):
-            s.add(Message(direction="outbound", recipient="+15550001111", message=f"m{i}", status="queued",
-                          sim_card_id=sim_id))
+            s.add(
+                Message(
+                    direction="outbound", recipient="+15550001111", message=f"m{i}", status="queued", sim_card_id=sim_id
+                )
+            )
     got: dict[str, list[int]] = {"a": [], "b": []}
     barrier = threading.Barrier(2)
 
@@ -67,8 +71,11 @@ def test_a_lease_expiring_with_a_submitting_part_becomes_unknown_not_resent(rig)
     with r.Session.begin() as s:
         claimed = q.claim(s, r.sim_card_id, "dead-worker", lease_seconds=-1, limit=2)
         assert {m.id for m in claimed} == {mid_doubt, mid_clean}
-        s.add(MessagePart(message_id=mid_doubt, seq=1, sim_card_id=r.sim_card_id, status=q.PART_SUBMITTING,
-                          sent_at=utcnow()))
+        s.add(
+            MessagePart(
+                message_id=mid_doubt, seq=1, sim_card_id=r.sim_card_id, status=q.PART_SUBMITTING, sent_at=utcnow()
+            )
+        )
     r.start_worker()
     msg = r.wait_state(mid_doubt, "unknown", timeout=10)
     assert "not resent" in " ".join(e for e in [msg.error_text or ""] + _details(r, mid_doubt))
@@ -94,8 +101,11 @@ def test_a_resumed_message_skips_the_parts_already_sent(rig):
     text = "y" * 300  # two parts
     mid = r.queue_sms(text)
     with r.Session.begin() as s:
-        s.add(MessagePart(message_id=mid, seq=1, sim_card_id=r.sim_card_id, status=q.PART_SENT, reference=200,
-                          sent_at=utcnow()))
+        s.add(
+            MessagePart(
+                message_id=mid, seq=1, sim_card_id=r.sim_card_id, status=q.PART_SENT, reference=200, sent_at=utcnow()
+            )
+        )
     r.start_worker()
     r.wait_state(mid, "sent", timeout=10)
     assert [x["concat"][2] for x in r.emulator.sent] == [2]
@@ -108,7 +118,7 @@ def test_a_cancelled_message_is_not_sent(rig):
     with r.Session.begin() as s:
         q.record(s, s.get(Message, mid), "cancelled", source="api")
     r.start_worker()
-    wait_for(lambda: r.worker._want_claim is False, 5)
+    wait_for(lambda: r.worker.context.want_claim is False, 5)
     assert r.emulator.sent == []
 
 

@@ -1,10 +1,12 @@
 """Inbound SMS: stored, direct, concatenated out of order, across a restart."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
+from support.waits import holds_for
 
 from smsgw_common.models import InboundPart
 
@@ -19,7 +21,8 @@ def test_it_stores_an_inbound_sms_then_deletes_it_from_the_sim_and_publishes_it(
     r.emulator.inject_sms("+447700900123", "Hi there")
     msgs = wait_for(lambda: r.inbound(), 10)
     assert [(m.sender, m.message, m.status, m.recipient, m.sender_sim) for m in msgs] == [
-        ("+447700900123", "Hi there", "received", r.number, r.number)]
+        ("+447700900123", "Hi there", "received", r.number, r.number)
+    ]
     wait_for(lambda: r.emulator.stored_messages() == [], 5)
     event = r.mqtt.wait(r.topics.message_events(), lambda p: p["direction"] == "inbound")
     assert event["message"] == "Hi there" and event["state"] == "received" and event["message_id"] == msgs[0].id
@@ -49,7 +52,7 @@ def test_parts_persisted_before_a_restart_complete_after_it(rig):
     r.start_worker()
     from smsgw_worker import pdu
 
-    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     pdus = pdu.encode_deliver("+15550005555", LONG, scts=when, concat_ref=9, smsc="+15550000000")
     r.emulator.inject_pdu(pdus[0])
     wait_for(lambda: _parts(r) == 1, 10)
@@ -65,7 +68,7 @@ def test_parts_persisted_before_a_restart_complete_after_it(rig):
 def test_the_same_sms_delivered_twice_is_stored_once(rig):
     r = rig()
     r.start_worker()
-    when = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    when = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
     r.emulator.inject_sms("+15550006666", "only once", scts=when)
     wait_for(lambda: r.inbound(), 10)
     r.emulator.inject_sms("+15550006666", "only once", scts=when)
@@ -89,8 +92,11 @@ def test_it_acknowledges_directly_delivered_sms(rig):
 def test_direct_delivery_during_a_slow_batch_is_acknowledged_in_time_and_recorded_once(rig):
     # Eight sends at 0.4 s each keep the worker busy for over 3 s; the
     # network repeats an unacknowledged +CMT/+CDS after 1 s.
-    r = rig(profile="direct", direct_delivery=True,
-            emulator_kw={"ack_timeout": 1.0, "send_latency": 0.4, "report_delay": 0.05})
+    r = rig(
+        profile="direct",
+        direct_delivery=True,
+        emulator_kw={"ack_timeout": 1.0, "send_latency": 0.4, "report_delay": 0.05},
+    )
     r.start_worker()
     ids = [r.queue_sms(f"batch {i}") for i in range(8)]
     r.emulator.wait_sent(1, timeout=10)
@@ -99,7 +105,7 @@ def test_direct_delivery_during_a_slow_batch_is_acknowledged_in_time_and_recorde
         r.wait_state(mid, "delivered", 20)
     assert len(r.emulator.sent) == 8  # one batch, all sent once
     msgs = wait_for(lambda: r.inbound(), 10)
-    time.sleep(0.5)
+    holds_for(lambda: len(r.inbound()) == 1, 0.5, message="the SMS stored once")
     assert [m.message for m in r.inbound()] == ["while you were sending"] == [m.message for m in msgs]
     deliveries = wait_for(lambda: (d := list(r.emulator.direct_deliveries)) and all(x["outcome"] for x in d) and d, 5)
     assert sorted(d["kind"] for d in deliveries) == ["report"] * 8 + ["sms"]
@@ -114,7 +120,7 @@ def test_a_truncated_direct_sms_is_not_acknowledged_and_arrives_when_the_network
     r.start_worker()
     from smsgw_worker import pdu
 
-    when = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    when = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
     [hexpdu] = pdu.encode_deliver("+15550009191", "second time lucky", scts=when, smsc="+15550000000")
     with r.emulator._lock:  # a +CMT whose PDU line got lost on the wire
         r.emulator._urc(f"+CMT: ,{len(hexpdu) // 2 - 8}")
@@ -129,15 +135,17 @@ def test_a_truncated_direct_sms_is_not_acknowledged_and_arrives_when_the_network
 def _parts(r: Rig) -> int:
     """Parts waiting for the rest of their message."""
     with r.Session() as s:
-        return len(s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id,
-                                                       InboundPart.total > 0)).all())
+        return len(
+            s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id, InboundPart.total > 0)).all()
+        )
 
 
 def _markers(r: Rig) -> int:
     """Parts of completed messages, kept to recognise a repeat."""
     with r.Session() as s:
-        return len(s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id,
-                                                       InboundPart.total < 0)).all())
+        return len(
+            s.scalars(select(InboundPart).where(InboundPart.sim_card_id == r.sim_card_id, InboundPart.total < 0)).all()
+        )
 
 
 def test_a_multipart_sms_missing_a_part_is_delivered_with_the_gap_marked_after_a_while(rig):
@@ -145,7 +153,7 @@ def test_a_multipart_sms_missing_a_part_is_delivered_with_the_gap_marked_after_a
     r.start_worker()
     from smsgw_worker import pdu
 
-    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     pdus = pdu.encode_deliver("+15550001357", LONG, scts=when, concat_ref=33, smsc="+15550000000")
     r.emulator.inject_pdu(pdus[0])
     r.emulator.inject_pdu(pdus[2])
@@ -163,7 +171,7 @@ def test_a_repeated_part_of_a_completed_multipart_sms_is_dropped_and_deleted_fro
     r.start_worker()
     from smsgw_worker import pdu
 
-    when = datetime(2026, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
+    when = datetime(2026, 4, 5, 6, 7, 8, tzinfo=UTC)
     pdus = pdu.encode_deliver("+15550002468", LONG, scts=when, concat_ref=44, smsc="+15550000000")
     for p in pdus:
         r.emulator.inject_pdu(p)
@@ -173,8 +181,8 @@ def test_a_repeated_part_of_a_completed_multipart_sms_is_dropped_and_deleted_fro
     r.emulator.inject_pdu(pdus[2])
     r.emulator.inject_pdu(pdus[0])
     wait_for(lambda: r.emulator.stored_messages() == [], 5)  # read, recognised, deleted
-    time.sleep(2.0)  # well past inbound_part_timeout, several sweeps
-    assert [m.message for m in r.inbound()] == [LONG]
+    # Well past inbound_part_timeout, several sweeps: the stray parts never make a second SMS.
+    holds_for(lambda: [m.message for m in r.inbound()] == [LONG], 2.0, message="one reassembled SMS")
     assert _parts(r) == 0
 
 
@@ -183,8 +191,8 @@ def test_a_new_multipart_sms_reusing_a_reference_is_still_assembled(rig):
     r.start_worker()
     from smsgw_worker import pdu
 
-    first = datetime(2026, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
-    later = datetime(2026, 4, 5, 9, 0, 0, tzinfo=timezone.utc)
+    first = datetime(2026, 4, 5, 6, 7, 8, tzinfo=UTC)
+    later = datetime(2026, 4, 5, 9, 0, 0, tzinfo=UTC)
     other = "P" + LONG[1:]
     for p in pdu.encode_deliver("+15550002469", LONG, scts=first, concat_ref=45, smsc="+15550000000"):
         r.emulator.inject_pdu(p)

@@ -1,16 +1,19 @@
 """The worker sends queued messages through the emulator and records the outcome."""
+
 from __future__ import annotations
 
 import logging
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from .worker_harness import wait_for
+from support.waits import holds_for
 
 from smsgw_common.models import Message, MessageEvent, MessagePart, Modem, SimCard, utcnow
 from smsgw_worker import pdu
 from smsgw_worker.atmodem import ModemEvent
+from smsgw_worker.worker.events import Unsolicited
+
+from .worker_harness import wait_for
 
 
 def test_it_registers_its_modem_and_sim_and_publishes_retained_state(rig):
@@ -32,7 +35,9 @@ def test_it_sends_a_single_gsm7_message_and_records_sent_with_its_reference(rig)
     mid = r.queue_sms("Hello from the gateway")
     msg = r.wait_state(mid, "sent")
     sent = r.emulator.wait_sent(1)
-    assert [(x["number"], x["text"], x["encoding"]) for x in sent] == [("+15550001111", "Hello from the gateway", "GSM-7")]
+    assert [(x["number"], x["text"], x["encoding"]) for x in sent] == [
+        ("+15550001111", "Hello from the gateway", "GSM-7")
+    ]
     parts = r.parts(mid)
     assert [(p.seq, p.reference, p.status) for p in parts][0][:1] == (1,)
     assert parts[0].reference == sent[0]["mr"]
@@ -82,8 +87,9 @@ def test_a_multipart_message_is_delivered_only_when_every_part_is(rig):
     r.wait_state(mid, "delivered")
     assert [p.status for p in r.parts(mid)] == ["delivered"] * 3
     with r.Session() as s:
-        states = list(s.scalars(select(MessageEvent.state).where(MessageEvent.message_id == mid)
-                                .order_by(MessageEvent.id)))
+        states = list(
+            s.scalars(select(MessageEvent.state).where(MessageEvent.message_id == mid).order_by(MessageEvent.id))
+        )
     assert states == ["sending", "sent", "delivered"]
 
 
@@ -109,7 +115,7 @@ def test_it_publishes_state_events_only_after_committing_them(rig):
 def test_a_wakeup_on_the_outbox_topic_makes_it_send_at_once(rig):
     r = rig(claim_interval=60.0)
     r.start_worker()
-    wait_for(lambda: r.worker._want_claim is False, 5)
+    wait_for(lambda: r.worker.context.want_claim is False, 5)
     mid = r.queue_sms("wake up")
     r.mqtt.publish(r.topics.outbox(r.modem_id), {"message_id": mid})
     r.wait_state(mid, "sent", timeout=5)
@@ -122,7 +128,8 @@ def test_it_claims_only_what_the_sims_per_minute_limit_allows(rig):
         s.get(SimCard, r.sim_card_id).limit_per_minute = 3
     ids = [r.queue_sms(f"capped {i}") for i in range(5)]
     wait_for(lambda: len(r.emulator.sent) >= 3, 10)
-    time.sleep(1.5)  # several claim rounds: none may go past the cap
+    # Several claim rounds: none may go past the cap.
+    holds_for(lambda: len(r.emulator.sent) == 3, 1.5, message="three sends under a cap of 3 a minute")
     with r.Session() as s:
         states = [s.get(Message, i).status for i in ids]
     assert len(r.emulator.sent) == 3
@@ -145,9 +152,9 @@ def test_a_report_for_an_unknown_reference_is_logged_and_harmless(rig, caplog):
     caplog.set_level(logging.INFO, logger="smsgw_worker.worker")
     r = rig()
     w = r.start_worker()
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
     report = pdu.encode_status_report(77, "+15550001111", 0, when, when, smsc="+15550000000")
-    w.events.put(("modem", ModemEvent("report", "+CDS: 25", pdu=report), w._generation))
+    w.events.put(Unsolicited(ModemEvent("report", "+CDS: 25", pdu=report), w.context.generation))
     wait_for(lambda: "unknown reference 77" in caplog.text, 5)
     r.wait_state(r.queue_sms("still fine"), "delivered")
 
@@ -161,30 +168,48 @@ def test_a_daily_limit_counts_segments_not_messages(rig):
     r.wait_state(long_id, "sent")
     ids = [r.queue_sms(f"short {i}") for i in range(3)]
     wait_for(lambda: len(r.emulator.sent) >= 4, 10)
-    time.sleep(1.0)
+    holds_for(lambda: len(r.emulator.sent) == 4, 1.0, message="four segments under a cap of 4 a day")
     assert len(r.emulator.sent) == 4
     assert [r.message(i).status for i in ids].count("queued") == 1
 
 
 def _report(w, reference: int, recipient: str, status: int = 0) -> None:
     """Hand the worker a +CDS status report, as the modem would."""
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
     report = pdu.encode_status_report(reference, recipient, status, when, when, smsc="+15550000000")
-    w.events.put(("modem", ModemEvent("report", "+CDS: 25", pdu=report), w._generation))
+    w.events.put(Unsolicited(ModemEvent("report", "+CDS: 25", pdu=report), w.context.generation))
 
 
 def _sent_message(r, recipient: str, parts: list[tuple], status: str = "sent") -> int:
     """An outbound message already handed to the modem: parts are
     (reference, part status, sent_at, report_status)."""
     with r.Session.begin() as s:
-        msg = Message(direction="outbound", sender=r.number, recipient=recipient, message="earlier",
-                      status=status, sim_card_id=r.sim_card_id, sender_sim=r.number, segments=len(parts),
-                      queued_at=utcnow(), sent_at=utcnow())
+        msg = Message(
+            direction="outbound",
+            sender=r.number,
+            recipient=recipient,
+            message="earlier",
+            status=status,
+            sim_card_id=r.sim_card_id,
+            sender_sim=r.number,
+            segments=len(parts),
+            queued_at=utcnow(),
+            sent_at=utcnow(),
+        )
         s.add(msg)
         s.flush()
         for seq, (reference, part_status, sent_at, report_status) in enumerate(parts, 1):
-            s.add(MessagePart(message_id=msg.id, seq=seq, sim_card_id=r.sim_card_id, reference=reference,
-                              status=part_status, sent_at=sent_at, report_status=report_status))
+            s.add(
+                MessagePart(
+                    message_id=msg.id,
+                    seq=seq,
+                    sim_card_id=r.sim_card_id,
+                    reference=reference,
+                    status=part_status,
+                    sent_at=sent_at,
+                    report_status=report_status,
+                )
+            )
         return msg.id
 
 
@@ -227,15 +252,17 @@ def test_a_failure_report_for_a_part_that_left_before_a_retry_fails_the_message(
     _report(w, first.reference, "+15550001111", 0x41)
     msg = r.wait_state(mid, "failed")
     assert msg.error_code == 0x41 and "incompatible destination" in msg.error_text
-    time.sleep(1.5)  # past the retry time: the rest is not sent
+    # Past the retry time: the rest is not sent.
+    holds_for(lambda: len(r.emulator.sent) == 1, 1.5, message="only the first segment sent")
     assert len(r.emulator.sent) == 1
     assert r.message(mid).status == "failed"
 
 
 def test_a_resumed_message_with_a_part_reported_failed_is_failed_not_resent(rig):
     r = rig(emulator_kw={"report_delay": 600})
-    mid = _sent_message(r, "+15550001111", [(3, "failed", utcnow(), 0x46), (None, "failed", None, None)],
-                        status="queued")
+    mid = _sent_message(
+        r, "+15550001111", [(3, "failed", utcnow(), 0x46), (None, "failed", None, None)], status="queued"
+    )
     r.start_worker()
     msg = r.wait_state(mid, "failed")
     assert msg.error_code == 0x46 and "validity period expired" in msg.error_text
@@ -245,8 +272,9 @@ def test_a_resumed_message_with_a_part_reported_failed_is_failed_not_resent(rig)
 def test_a_delivered_part_does_not_hide_another_parts_failure_report(rig):
     r = rig(emulator_kw={"report_delay": 600})
     w = r.start_worker()
-    mid = _sent_message(r, "+15550001111", [(11, "failed", utcnow(), 0x41), (12, "sent", utcnow(), None)],
-                        status="unknown")
+    mid = _sent_message(
+        r, "+15550001111", [(11, "failed", utcnow(), 0x41), (12, "sent", utcnow(), None)], status="unknown"
+    )
     _report(w, 12, "+15550001111", 0)
     msg = r.wait_state(mid, "failed")
     assert msg.error_code == 0x41 and "incompatible destination" in msg.error_text

@@ -1,4 +1,5 @@
 """Worker settings from the environment."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,7 @@ def test_it_reads_the_pin_from_a_secret_file(tmp_path):
 
 
 def test_it_says_which_pin_file_cannot_be_read(tmp_path):
-    with pytest.raises(SettingsError, match="MODEM_PIN_FILE=.*cannot be read"):
+    with pytest.raises(SettingsError, match=r"MODEM_PIN_FILE=.*cannot be read"):
         WorkerSettings.from_env({**BASE, "MODEM_PIN_FILE": str(tmp_path / "missing")})
 
 
@@ -28,10 +29,13 @@ def test_defaults_suit_a_real_modem_and_timers_can_be_shortened():
     assert (fast.claim_interval, fast.send_timeout) == (0.2, 5.0)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"WORKER_CLAIM_INTERVAL": "0"}, "WORKER_CLAIM_INTERVAL must be greater than 0"),
-    ({"MODEM_SEND_TIMEOUT": "soon"}, "MODEM_SEND_TIMEOUT must be a number"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"WORKER_CLAIM_INTERVAL": "0"}, "WORKER_CLAIM_INTERVAL must be greater than 0"),
+        ({"MODEM_SEND_TIMEOUT": "soon"}, "MODEM_SEND_TIMEOUT must be a number"),
+    ],
+)
 def test_bad_numbers_are_refused_with_the_setting_named(extra, message):
     with pytest.raises(SettingsError, match=message):
         WorkerSettings.from_env({**BASE, **extra})

@@ -1,10 +1,14 @@
 """`python -m smsgw_api <command>`
 
-    serve                      migrate, bootstrap the first admin, exec gunicorn
-    migrate                    wait for Postgres, alembic upgrade head
-    create-admin --username U  create (or reset) an admin; password from
-                               --password-file or a prompt, never a default
+serve                      migrate, bootstrap the first admin, exec gunicorn
+pipeline                   the leader-elected background loops alone, no HTTP
+                           (run the API with PIPELINE_BACKGROUND=off then)
+migrate                    wait for Postgres, alembic upgrade head
+create-admin --username U  create (or reset) an admin; password from
+                           --password-file or a prompt, never a default
+import-seed PATH [--dry-run]  import the seed's sms_gateway.db (seed_import/)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,22 +17,26 @@ import logging
 import os
 import sys
 
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from smsgw_api import migrate, seed_import
+from smsgw_api.core.errors import ApiError
+from smsgw_api.core.settings import ApiSettings
+from smsgw_api.domain.accounts import check_new_password, check_username, end_sessions, hash_password
+from smsgw_api.pipeline import runner
 from smsgw_common import jsonlog
-from smsgw_common.settings import SettingsError
+from smsgw_common.models import User
+from smsgw_common.settings import SettingsError, env_bool, env_log_level
 
 log = logging.getLogger("smsgw_api")
 
 
 def _settings():
-    from .settings import ApiSettings
-
     return ApiSettings.from_env()
 
 
 def _session(settings):
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import Session
-
     engine = create_engine(settings.database_url)
     return engine, Session(engine)
 
@@ -36,23 +44,20 @@ def _session(settings):
 def bootstrap_admin(settings) -> str | None:
     """Create the first admin from ADMIN_PASSWORD(_FILE) when no user exists.
     Returns the username created, or None."""
-    from sqlalchemy import func, select
-
-    from smsgw_common.models import User
-
-    from .auth import check_new_password, hash_password
-
     engine, session = _session(settings)
     try:
         if session.scalar(select(func.count()).select_from(User)):
             return None
         if not settings.admin_password:
-            log.warning("no user exists yet: create one with `python -m smsgw_api create-admin --username NAME` "
-                        "or set ADMIN_PASSWORD_FILE")
+            log.warning(
+                "no user exists yet: create one with `python -m smsgw_api create-admin --username NAME` "
+                "or set ADMIN_PASSWORD_FILE"
+            )
             return None
         check_new_password(settings.admin_password)
-        session.add(User(username=settings.admin_username, password_hash=hash_password(settings.admin_password),
-                         role="admin"))
+        session.add(
+            User(username=settings.admin_username, password_hash=hash_password(settings.admin_password), role="admin")
+        )
         session.commit()
         log.info("created the first admin %r from ADMIN_PASSWORD", settings.admin_username)
         return settings.admin_username
@@ -62,13 +67,6 @@ def bootstrap_admin(settings) -> str | None:
 
 
 def create_admin(settings, username: str, password: str) -> str:
-    from sqlalchemy import select
-
-    from smsgw_common.models import User
-
-    from .auth import check_new_password, hash_password
-    from .users import check_username
-
     username = check_username(username)
     check_new_password(password)
     engine, session = _session(settings)
@@ -79,6 +77,7 @@ def create_admin(settings, username: str, password: str) -> str:
             outcome = "created"
         else:
             user.password_hash, user.role, user.is_active = hash_password(password), "admin", True
+            end_sessions(session, user.id)  # a reset password ends the old sessions (docs/security.md)
             outcome = "updated"
         session.commit()
         return outcome
@@ -92,26 +91,30 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run migrations, bootstrap the first admin, then exec gunicorn")
     sub.add_parser("migrate", help="wait for the database and apply migrations")
+    sub.add_parser("pipeline", help="run the events leader election and its loops, without the HTTP app")
     ca = sub.add_parser("create-admin", help="create an admin user (or reset its password)")
     ca.add_argument("--username", required=True)
     ca.add_argument("--password-file", help="read the password from this file (else prompt)")
+    seed_import.add_arguments(sub.add_parser("import-seed", help="import the seed's SQLite database"))
     args = parser.parse_args(argv)
 
-    jsonlog.setup("api", os.environ.get("LOG_LEVEL", "INFO").upper(),
-                  os.environ.get("LOG_JSON", "true").lower() in ("1", "true", "yes", "on"))
     try:
+        jsonlog.setup("api", env_log_level(), env_bool("LOG_JSON", True))
+        if args.command == "import-seed":  # needs only the database, not the API's secrets
+            return seed_import.cli(args)
         settings = _settings()
     except SettingsError as exc:
         print(f"smsgw-api: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    from . import migrate
-    from .errors import ApiError
-
     if args.command == "migrate":
         migrate.wait_for_database(settings.database_url)
         migrate.upgrade(settings.database_url)
         return 0
+
+    if args.command == "pipeline":
+        migrate.wait_for_database(settings.database_url)
+        return runner.run(settings)
 
     if args.command == "create-admin":
         migrate.wait_for_database(settings.database_url)

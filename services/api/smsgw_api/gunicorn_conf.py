@@ -5,20 +5,24 @@ waits, Socket.IO) cheaply. psycopg2 is a C library and would block the whole
 worker on every query, so psycogreen's wait callback is installed in each
 worker before the app (and its first database connection) exists.
 """
+
 import os
 
-bind = os.environ.get("API_BIND", f"0.0.0.0:{os.environ.get('API_PORT', '5001')}")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None  # the app logs requests itself
+# An empty variable (an env file's `LOG_LEVEL=`) means the default, as in every service.
+from smsgw_common.settings import env_bool, env_int, env_log_level, env_str, env_value
+
+bind = env_str("API_BIND", f"0.0.0.0:{env_int('API_PORT', 5001)}")
+workers = env_int("GUNICORN_WORKERS", 2)
+worker_class = env_str("GUNICORN_WORKER_CLASS", "gevent")
+worker_connections = env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
+timeout = env_int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = env_int("GUNICORN_KEEPALIVE", 5)
+accesslog = env_value("GUNICORN_ACCESSLOG")  # None: the app logs requests itself
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = env_log_level().lower()
 preload_app = False  # each worker builds its own app after the fork (MQTT thread, DB pool)
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = env_str("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def _patch_psycopg() -> None:
@@ -32,31 +36,47 @@ def post_fork(server, worker):
     _patch_psycopg()
     from smsgw_common import jsonlog
 
-    jsonlog.setup("api", os.environ.get("LOG_LEVEL", "INFO").upper(),
-                  os.environ.get("LOG_JSON", "true").lower() in ("1", "true", "yes", "on"))
+    jsonlog.setup("api", env_log_level(), env_bool("LOG_JSON", True))
+
+
+def post_worker_init(worker):
+    # The background pipeline (leader election, sweeper, webhooks, opt-outs)
+    # runs inside each worker, started here and never by create_app(); the
+    # worker's app exists by now. Imported here: the master must not load the app.
+    from smsgw_api.app import start_pipeline
+    from smsgw_api.live.socketio import start_listening
+
+    if hasattr(worker.wsgi, "extensions"):  # not gunicorn's stand-in for an app that failed to load
+        start_listening()
+        start_pipeline(worker.wsgi)
 
 
 def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     try:
-        from smsgw_api.extensions import bus
+        from smsgw_api.core.extensions import bus
+        from smsgw_api.core.liveness import PIPELINE_KEY
 
         if app is not None and hasattr(app, "extensions"):
+            pipeline = app.extensions.get(PIPELINE_KEY)
+            if pipeline is not None:
+                pipeline.stop()  # hand the leadership over at once
             bus.stop(app)
     except Exception:
         pass
 
 
-# --- Prometheus request metrics across workers (smsgw_api.metrics) ---------
+# --- Prometheus request metrics across workers (smsgw_api.core.metrics) ----
 # Each worker counts its own requests; with more than one worker they share
 # them through files in PROMETHEUS_MULTIPROC_DIR, which must be set before
 # any worker imports prometheus_client, and be empty at start.
+
 
 def on_starting(server):
     import glob
     import tempfile
 
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = env_value("PROMETHEUS_MULTIPROC_DIR")
     if not path and workers > 1:
         path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="smsgw-metrics-")
         server._smsgw_metrics_tmp = path

@@ -1,4 +1,5 @@
 """`python -m smsgw_api.migrate`: wait for Postgres, then `alembic upgrade head`."""
+
 from __future__ import annotations
 
 import logging

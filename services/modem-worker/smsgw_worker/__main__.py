@@ -1,4 +1,5 @@
 """`python -m smsgw_worker run` (the worker) or `probe [ports...]`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from types import FrameType
 
 from smsgw_common import jsonlog
 from smsgw_common.settings import SettingsError
@@ -14,15 +16,42 @@ USAGE = "usage: python -m smsgw_worker run | probe [ports...]"
 log = logging.getLogger("smsgw_worker")
 
 
-def run() -> int:
-    from .settings import WorkerSettings
+def run_board() -> int:
+    """MODEM_TRANSPORT=seed-mqtt: one seed board over MQTT (smsgw_worker/board)."""
+    from .board.settings import BoardSettings
 
     try:
+        settings = BoardSettings.from_env()
+    except SettingsError as exc:
+        print(f"modem-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from .board.worker import BoardWorker
+
+    jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
+    worker = BoardWorker(settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: draining", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+    return 0
+
+
+def run() -> int:
+    from .settings import WorkerSettings, transport_of
+
+    try:
+        if transport_of() == "seed-mqtt":
+            return run_board()
         settings = WorkerSettings.from_env()
     except SettingsError as exc:
         print(f"modem-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     from .worker import Worker  # heavy (SQLAlchemy): only once the settings are sound
+
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
     emulator = None
     device = settings.device
@@ -35,8 +64,11 @@ def run() -> int:
         # emulated workers never fight over one sim_cards row.
         digits = str(int(hashlib.sha256(settings.modem_id.encode()).hexdigest(), 16))
         emulator = Emulator(
-            profile=settings.emulator, iccid="89999" + digits[:14], imsi="00101" + digits[14:24],
-            imei="35" + digits[24:37], own_number=os.environ.get("MODEM_EMULATOR_NUMBER") or "+1555" + digits[37:44],
+            profile=settings.emulator,
+            iccid="89999" + digits[:14],
+            imsi="00101" + digits[14:24],
+            imei="35" + digits[24:37],
+            own_number=os.environ.get("MODEM_EMULATOR_NUMBER") or "+1555" + digits[37:44],
         ).start()
         device = emulator.device
         if settings.emulator_control:
@@ -44,14 +76,25 @@ def run() -> int:
             try:
                 serve(emulator, host or "127.0.0.1", int(port))
             except (OSError, ValueError) as exc:
-                print(f"modem-worker: cannot serve the emulator control on {settings.emulator_control}: {exc}",
-                      file=sys.stderr)
+                print(
+                    f"modem-worker: cannot serve the emulator control on {settings.emulator_control}: {exc}",
+                    file=sys.stderr,
+                )
                 emulator.stop()
                 return 2
         log.info("running against an emulated %s modem on %s", settings.emulator, device)
-    worker = Worker(settings, device=device)
+    from .worker.journal import JournalError
 
-    def on_signal(signum, frame):
+    try:
+        worker = Worker(settings, device=device)
+    except JournalError as exc:
+        # Without its journal the worker could lose what the modem tells it.
+        print(f"modem-worker: {exc} (set JOURNAL_DIR to a writable directory)", file=sys.stderr)
+        if emulator is not None:
+            emulator.stop()
+        return 2
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %s: draining", signum)
         worker.stop()
 

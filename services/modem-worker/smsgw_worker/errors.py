@@ -3,80 +3,125 @@
 The worker decides retry or give up from the class and the code
 (`classify_send_error`), never by parsing text.
 """
+
 from __future__ import annotations
 
-# 3GPP TS 27.005 3.2.5 (+CMS) and TS 23.040 9.2.3.22 (RP/TP causes below 256).
-CMS_TEXT = {
-    1: "unassigned (unallocated) number",
-    8: "operator determined barring",
-    10: "call barred",
-    17: "network failure",
-    21: "short message transfer rejected",
-    22: "memory capacity exceeded",
-    27: "destination out of service",
-    28: "unidentified subscriber",
-    29: "facility rejected",
-    30: "unknown subscriber",
-    38: "network out of order",
-    41: "temporary failure",
-    42: "congestion",
-    47: "resources unavailable, unspecified",
-    50: "requested facility not subscribed",
-    69: "requested facility not implemented",
-    81: "invalid short message transfer reference value",
-    95: "invalid message, unspecified",
-    96: "invalid mandatory information",
-    97: "message type non-existent or not implemented",
-    98: "message not compatible with short message protocol state",
-    99: "information element non-existent or not implemented",
-    111: "protocol error, unspecified",
-    127: "interworking, unspecified",
-    300: "ME failure",
-    301: "SMS service of ME reserved",
-    302: "operation not allowed",
-    303: "operation not supported",
-    304: "invalid PDU mode parameter",
-    305: "invalid text mode parameter",
-    310: "SIM not inserted",
-    311: "SIM PIN required",
-    312: "PH-SIM PIN required",
-    313: "SIM failure",
-    314: "SIM busy",
-    315: "SIM wrong",
-    316: "SIM PUK required",
-    317: "SIM PIN2 required",
-    318: "SIM PUK2 required",
-    320: "memory failure",
-    321: "invalid memory index",
-    322: "memory full",
-    330: "SMSC address unknown",
-    331: "no network service",
-    332: "network timeout",
-    340: "no +CNMA acknowledgement expected",
-    500: "unknown error",
+from typing import ClassVar, Final, Literal, NamedTuple
+
+# What a failed AT+CMGS means for the message (the worker's outbox acts on
+# it): PERMANENT fails the message with the modem's code; SIM_PROBLEM requeues
+# it without counting an attempt (the SIM, not the message, is at fault, and
+# the router may move it); TRANSIENT retries it with backoff up to the attempt
+# limit; UNCONFIRMED (the PDU was written, no reference came back) records it
+# `unknown` and never resends it, since it may have left.
+PERMANENT: Final = "permanent"
+TRANSIENT: Final = "transient"
+SIM_PROBLEM: Final = "sim"
+UNCONFIRMED: Final = "unconfirmed"
+SendOutcome = Literal["permanent", "transient", "sim", "unconfirmed"]
+
+
+class Code(NamedTuple):
+    """One row of the modem error tables below."""
+
+    text: str
+    on_send: SendOutcome  # when AT+CMGS fails with this code
+    sim_reason: str | None = None  # the SimProblem reason, where AT+CPIN? answers with it
+
+
+# The one table of +CMS codes: 3GPP TS 27.005 3.2.5 and TS 23.040 9.2.3.22
+# (RP/TP causes below 256). Codes missing here: 128-255 are PERMANENT (see
+# `cms_code`), any other TRANSIENT.
+CMS_CODES: dict[int, Code] = {
+    1: Code("unassigned (unallocated) number", PERMANENT),
+    8: Code("operator determined barring", PERMANENT),
+    10: Code("call barred", PERMANENT),
+    17: Code("network failure", TRANSIENT),
+    21: Code("short message transfer rejected", PERMANENT),
+    22: Code("memory capacity exceeded", TRANSIENT),
+    27: Code("destination out of service", TRANSIENT),
+    28: Code("unidentified subscriber", PERMANENT),
+    29: Code("facility rejected", PERMANENT),
+    30: Code("unknown subscriber", PERMANENT),
+    38: Code("network out of order", TRANSIENT),
+    41: Code("temporary failure", TRANSIENT),
+    42: Code("congestion", TRANSIENT),
+    47: Code("resources unavailable, unspecified", TRANSIENT),
+    50: Code("requested facility not subscribed", PERMANENT),
+    69: Code("requested facility not implemented", PERMANENT),
+    81: Code("invalid short message transfer reference value", PERMANENT),
+    95: Code("invalid message, unspecified", PERMANENT),
+    96: Code("invalid mandatory information", PERMANENT),
+    97: Code("message type non-existent or not implemented", PERMANENT),
+    98: Code("message not compatible with short message protocol state", TRANSIENT),
+    99: Code("information element non-existent or not implemented", PERMANENT),
+    111: Code("protocol error, unspecified", PERMANENT),
+    127: Code("interworking, unspecified", PERMANENT),
+    300: Code("ME failure", TRANSIENT),
+    301: Code("SMS service of ME reserved", TRANSIENT),
+    302: Code("operation not allowed", TRANSIENT),
+    303: Code("operation not supported", PERMANENT),
+    304: Code("invalid PDU mode parameter", PERMANENT),
+    305: Code("invalid text mode parameter", PERMANENT),
+    310: Code("SIM not inserted", SIM_PROBLEM),
+    311: Code("SIM PIN required", SIM_PROBLEM),
+    312: Code("PH-SIM PIN required", SIM_PROBLEM),
+    313: Code("SIM failure", SIM_PROBLEM),
+    314: Code("SIM busy", TRANSIENT),
+    315: Code("SIM wrong", SIM_PROBLEM),
+    316: Code("SIM PUK required", SIM_PROBLEM),
+    317: Code("SIM PIN2 required", SIM_PROBLEM),
+    318: Code("SIM PUK2 required", SIM_PROBLEM),
+    320: Code("memory failure", TRANSIENT),
+    321: Code("invalid memory index", TRANSIENT),
+    322: Code("memory full", TRANSIENT),
+    # Not the message's fault: the worker stops sending until AT+CSCA holds a
+    # number (worker/lifecycle.py), so the retry costs no attempt in practice.
+    330: Code("SMSC address unknown", TRANSIENT),
+    331: Code("no network service", TRANSIENT),
+    332: Code("network timeout", TRANSIENT),
+    340: Code("no +CNMA acknowledgement expected", TRANSIENT),
+    500: Code("unknown error", TRANSIENT),
 }
 
-# 3GPP TS 27.007 9.2 (+CME).
-CME_TEXT = {
-    0: "phone failure",
-    3: "operation not allowed",
-    4: "operation not supported",
-    10: "SIM not inserted",
-    11: "SIM PIN required",
-    12: "SIM PUK required",
-    13: "SIM failure",
-    14: "SIM busy",
-    15: "SIM wrong",
-    16: "incorrect password",
-    17: "SIM PIN2 required",
-    18: "SIM PUK2 required",
-    20: "memory full",
-    21: "invalid index",
-    22: "not found",
-    30: "no network service",
-    31: "network timeout",
-    100: "unknown",
+# The one table of +CME codes: 3GPP TS 27.007 9.2. Codes missing here are
+# TRANSIENT.
+CME_CODES: dict[int, Code] = {
+    0: Code("phone failure", TRANSIENT),
+    3: Code("operation not allowed", TRANSIENT),
+    4: Code("operation not supported", TRANSIENT),
+    10: Code("SIM not inserted", SIM_PROBLEM, "sim_missing"),
+    11: Code("SIM PIN required", SIM_PROBLEM),
+    12: Code("SIM PUK required", SIM_PROBLEM),
+    13: Code("SIM failure", SIM_PROBLEM, "sim_failure"),
+    14: Code("SIM busy", TRANSIENT, "sim_busy"),
+    15: Code("SIM wrong", SIM_PROBLEM),
+    16: Code("incorrect password", SIM_PROBLEM),
+    17: Code("SIM PIN2 required", SIM_PROBLEM),
+    18: Code("SIM PUK2 required", SIM_PROBLEM),
+    20: Code("memory full", TRANSIENT),
+    21: Code("invalid index", TRANSIENT),
+    22: Code("not found", TRANSIENT),
+    30: Code("no network service", TRANSIENT),
+    31: Code("network timeout", TRANSIENT),
+    100: Code("unknown", TRANSIENT),
 }
+
+CMS_TEXT = {code: row.text for code, row in CMS_CODES.items()}
+CME_TEXT = {code: row.text for code, row in CME_CODES.items()}
+
+
+def cms_code(code: int) -> Code:
+    row = CMS_CODES.get(code)
+    if row is not None:
+        return row
+    # 128-255 are TP-FCS causes about the PDU itself (TS 23.040 9.2.3.22):
+    # resending the same PDU gets the same answer.
+    return Code("unknown error", PERMANENT if 128 <= code <= 255 else TRANSIENT)
+
+
+def cme_code(code: int) -> Code:
+    return CME_CODES.get(code) or Code("unknown error", TRANSIENT)
 
 
 class ModemError(Exception):
@@ -94,9 +139,12 @@ class ModemTimeout(ModemError):
     SMS may have left, so the caller must not resend it blindly.
     """
 
-    def __init__(self, command: str, timeout: float, submitted: bool = False):
-        self.command, self.timeout, self.submitted = command, timeout, submitted
-        super().__init__(f"no answer to {command!r} within {timeout:g}s")
+    def __init__(self, command: str, timeout: float, submitted: bool = False, why: str | None = None):
+        self.command, self.timeout, self.submitted, self.why = command, timeout, submitted, why
+        text = f"no answer to {command!r} within {timeout:g}s"
+        if why:
+            text = f"no answer to {command!r} after {timeout:.1f}s: {why}"
+        super().__init__(text + (" (after the PDU was written)" if submitted else ""))
 
 
 class SubmitUnconfirmed(ModemError):
@@ -126,7 +174,7 @@ class NotSupported(CommandError):
 
 class _CodedError(CommandError):
     kind = ""
-    table: dict[int, str] = {}
+    table: ClassVar[dict[int, str]] = {}
 
     def __init__(self, code: int, text: str | None = None, command: str = ""):
         self.code = code
@@ -149,7 +197,7 @@ def parse_error_line(line: str, command: str) -> CommandError:
     """Turn a final error line into its exception (unknown codes keep the text)."""
     for prefix, cls in (("+CMS ERROR:", CmsError), ("+CME ERROR:", CmeError)):
         if line.startswith(prefix):
-            value = line[len(prefix):].strip()
+            value = line[len(prefix) :].strip()
             try:
                 return cls(int(value), command=command)
             except ValueError:
@@ -160,36 +208,32 @@ def parse_error_line(line: str, command: str) -> CommandError:
     return CommandError(command, line)
 
 
-# What a failed AT+CMGS means for the message (documented in the worker README
-# part of worker.py): PERMANENT fails the message with the modem's code;
-# SIM_PROBLEM requeues it without counting an attempt (the SIM, not the
-# message, is at fault, and the router may move it); everything else is
-# TRANSIENT and retried with backoff up to the attempt limit.
-PERMANENT, TRANSIENT, SIM_PROBLEM = "permanent", "transient", "sim"
-
-_PERMANENT_CMS = {1, 8, 10, 21, 28, 29, 30, 50, 69, 81, 95, 96, 97, 99, 111, 127, 303, 304, 305, 330}
-_SIM_CMS = {310, 311, 312, 313, 315, 316, 317, 318}
-_SIM_CME = {10, 11, 12, 13, 15, 16, 17, 18}
-
-
-def classify_send_error(exc: BaseException) -> str:
+def classify_send_error(exc: BaseException) -> SendOutcome:
+    """What a failed AT+CMGS means for its message (the tables above)."""
     if isinstance(exc, CmsError):
-        if exc.code in _SIM_CMS:
-            return SIM_PROBLEM
-        # 128-255 are TP-FCS causes about the PDU itself (TS 23.040 9.2.3.22):
-        # resending the same PDU gets the same answer.
-        if exc.code in _PERMANENT_CMS or 128 <= exc.code <= 255:
-            return PERMANENT
-        return TRANSIENT
+        return cms_code(exc.code).on_send
     if isinstance(exc, CmeError):
-        return SIM_PROBLEM if exc.code in _SIM_CME else TRANSIENT
+        return cme_code(exc.code).on_send
+    if isinstance(exc, (ModemTimeout, SubmitUnconfirmed)) and exc.submitted:
+        return UNCONFIRMED
     return TRANSIENT
 
 
 class SimProblem(ModemError):
     """The SIM is missing, locked or failing; `reason` is short and stable
-    (`sim_missing`, `pin_required`, `puk_required`, `sim_failure`, `sim_busy`)."""
+    (`sim_missing`, `pin_required`, `pin_rejected`, `puk_required`, `sim_failure`, `sim_busy`)."""
 
     def __init__(self, reason: str, detail: str):
         self.reason, self.detail = reason, detail
         super().__init__(f"{reason}: {detail}")
+
+
+# What the worker says about a SimProblem reason in the modem's health.
+SIM_STATE_TEXT = {
+    "sim_missing": "SIM not inserted",
+    "pin_required": "SIM PIN required",
+    "pin_rejected": "MODEM_PIN rejected by the SIM",
+    "puk_required": "SIM PUK required",
+    "sim_failure": "SIM failure",
+    "sim_busy": "SIM busy",
+}

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: one pure codec (TS 23.040), whose encoders and decoders share its field helpers.
 """SMS PDU codec (3GPP TS 23.040 / 23.038), pure functions with no I/O.
 
 Encodes SMS-SUBMIT (what the gateway sends with AT+CMGS) and decodes
@@ -9,6 +10,7 @@ Every hex string with an SMSC part starts with the SMSC address as in
 TS 24.011 (`00` meaning "the SIM's default SMSC"), which is the form PDU-mode
 AT commands use.
 """
+
 from __future__ import annotations
 
 import random
@@ -122,8 +124,7 @@ class _Reader:
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise PduError(
-                f"truncated PDU: {what} needs {n} octets at offset {self.pos}, "
-                f"only {len(self.data) - self.pos} left"
+                f"truncated PDU: {what} needs {n} octets at offset {self.pos}, only {len(self.data) - self.pos} left"
             )
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
@@ -386,9 +387,7 @@ def _udh_concat(ref: int, total: int, seq: int) -> bytes:
     return bytes([5, 0x00, 3, ref, total, seq])
 
 
-def _encode_user_data(
-    text: str, encoding: str, udh: bytes, data: bytes | None = None
-) -> tuple[int, bytes]:
+def _encode_user_data(text: str, encoding: str, udh: bytes, data: bytes | None = None) -> tuple[int, bytes]:
     """(TP-UDL, TP-UD) for one part."""
     if encoding == GSM7:
         septets = _gsm7_to_septets(text)
@@ -448,11 +447,19 @@ def _parse_udh(udh: bytes) -> Concat | None:
     return concat
 
 
-def _decode_user_data(
-    r: _Reader, dcs: int, udhi: bool
-) -> tuple[str, str, bytes | None, Concat | None]:
+def _decode_user_data(r: _Reader, dcs: int, udhi: bool) -> tuple[str, str, bytes | None, Concat | None]:
     encoding = _dcs_alphabet(dcs)
     udl = r.octet("TP-UDL")
+    left = len(r.data) - r.pos
+    if udl == 0:
+        # TP-UDHI with no user data at all (seen from real SMSCs): there is
+        # no header to read, and an empty message is still a message.
+        udhi = False
+    if encoding != GSM7 and udl > left and (udl * 7 + 7) // 8 <= left:
+        # A DCS with reserved bits whose declared length only fits septets:
+        # the sender meant the default alphabet (TS 23.038 4: reserved
+        # values are to be read as GSM 7-bit).
+        encoding = GSM7
     if encoding == GSM7:
         ud = r.take((udl * 7 + 7) // 8, "TP-UD")
         concat = None
@@ -580,8 +587,7 @@ def encode_deliver(
         parts = split_units(text, encoding)
         ref = random.randrange(256) if concat_ref is None else concat_ref
         headers = [
-            (_udh_concat(ref, len(parts), i) if len(parts) > 1 else b"", p, None)
-            for i, p in enumerate(parts, start=1)
+            (_udh_concat(ref, len(parts), i) if len(parts) > 1 else b"", p, None) for i, p in enumerate(parts, start=1)
         ]
     out = []
     for udh, part, payload in headers:
@@ -634,6 +640,49 @@ def status_is_final(status: int) -> bool:
     return not 0x20 <= status < 0x40
 
 
+def cbs_alphabet(dcs: int) -> tuple[str, bool]:
+    """Alphabet of a USSD/cell broadcast DCS (TS 23.038 section 5), and whether
+    the text starts with a language indication (DCS 0x10/0x11)."""
+    group = dcs >> 4
+    if group in (0x0, 0x2, 0x3):  # a language in the DCS itself; GSM 7-bit
+        return GSM7, False
+    if group == 0x1:
+        return (UCS2 if dcs & 0x0F == 0x01 else GSM7), dcs & 0x0F in (0x00, 0x01)
+    if 0x4 <= group <= 0x7:  # general data coding, as for SMS
+        return {0: GSM7, 1: EIGHT_BIT, 2: UCS2}.get((dcs >> 2) & 0x03, GSM7), False
+    if group == 0x9:  # message with user data header: alphabet as group 01xx
+        return {0: GSM7, 1: EIGHT_BIT, 2: UCS2}.get((dcs >> 2) & 0x03, GSM7), False
+    if group == 0xF:
+        return (EIGHT_BIT if dcs & 0x04 else GSM7), False
+    return GSM7, False  # reserved: the default alphabet
+
+
+def pack_gsm7(text: str) -> bytes:
+    """Text as packed GSM 7-bit (what some modems show as hex in +CUSD)."""
+    return _pack_septets(_gsm7_to_septets(text))
+
+
+def unpack_gsm7(data: bytes) -> str:
+    """Packed GSM 7-bit octets to text. Seven spare bits at the end are
+    padding (TS 23.038 6.1.2.3.1: CR there), not a character."""
+    count = len(data) * 8 // 7
+    septets = _unpack_septets(data, count)
+    if count and len(data) * 8 % 7 == 0 and septets[-1] in (0x00, 0x0D):
+        septets.pop()
+    return _septets_to_gsm7(septets)
+
+
+def message_type(hex_pdu: str, *, with_smsc: bool = True) -> int | None:
+    """TP-MTI alone (MTI_DELIVER, MTI_SUBMIT, ...), for a PDU `decode` rejects;
+    None when not even the first octet can be found."""
+    try:
+        data = _from_hex(hex_pdu)
+    except PduError:
+        return None
+    at = data[0] + 1 if with_smsc and data else 0
+    return data[at] & 0x03 if at < len(data) else None
+
+
 def decode(hex_pdu: str, *, with_smsc: bool = True) -> Deliver | StatusReport | Submit:
     """Decode a PDU as a modem reports it (+CMT, +CDS, +CMGR, +CMGL)."""
     r = _Reader(_from_hex(hex_pdu))
@@ -647,9 +696,7 @@ def decode(hex_pdu: str, *, with_smsc: bool = True) -> Deliver | StatusReport | 
         dcs = r.octet("TP-DCS")
         scts = _decode_timestamp(r.take(7, "TP-SCTS"), "TP-SCTS")
         text, encoding, data, concat = _decode_user_data(r, dcs, udhi)
-        return Deliver(
-            smsc, sender, kind, text, encoding, data, scts, concat, bool(first & 0x20)
-        )
+        return Deliver(smsc, sender, kind, text, encoding, data, scts, concat, bool(first & 0x20))
     if mti == MTI_STATUS_REPORT:
         reference = r.octet("TP-MR")
         recipient, _ = _decode_address(r, "TP-RA")

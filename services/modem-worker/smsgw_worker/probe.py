@@ -1,12 +1,14 @@
 """`python -m smsgw_worker probe [ports...]`: which serial ports answer AT,
 and what modem and SIM each one holds (a USB modem exposes several ports;
 only one of them is the AT port)."""
+
 from __future__ import annotations
 
 import glob
 import os
 import sys
 from dataclasses import asdict
+from typing import Any
 
 from .atmodem import ATModem
 from .errors import ModemError, SimProblem
@@ -15,13 +17,15 @@ from .errors import ModemError, SimProblem
 def default_ports() -> list[str]:
     by_id = sorted(glob.glob("/dev/serial/by-id/*"))
     seen = {os.path.realpath(p) for p in by_id}
-    others = [p for p in sorted(glob.glob("/dev/ttyUSB*") + glob.glob("/dev/ttyACM*")) if os.path.realpath(p) not in seen]
+    others = [
+        p for p in sorted(glob.glob("/dev/ttyUSB*") + glob.glob("/dev/ttyACM*")) if os.path.realpath(p) not in seen
+    ]
     return by_id + others
 
 
-def probe_port(device: str, timeout: float = 2.0) -> dict:
+def probe_port(device: str, timeout: float = 2.0) -> dict[str, Any]:
     """Never raises: a port that does not answer is a normal result."""
-    result: dict = {"device": device, "answers_at": False}
+    result: dict[str, Any] = {"device": device, "answers_at": False}
     modem = ATModem(device, command_timeout=timeout, sim_busy_timeout=timeout)
     try:
         modem.open()
@@ -34,9 +38,13 @@ def probe_port(device: str, timeout: float = 2.0) -> dict:
         ident = modem.identity() if sim == "ready" else None
         if ident is not None:
             result.update({k: v for k, v in asdict(ident).items() if v})
-            quality, dbm = modem.signal()
-            result.update(signal_quality=quality, signal_dbm=dbm, registration=modem.registration(),
-                          operator=modem.operator())
+            signal = modem.signal()
+            result.update(
+                signal_quality=signal.quality,
+                signal_dbm=signal.dbm,
+                registration=modem.registration(),
+                operator=modem.operator(),
+            )
         else:
             result.update(manufacturer=modem._first_value("AT+CGMI"), model=modem._first_value("AT+CGMM"))
     except SimProblem as exc:
@@ -48,12 +56,30 @@ def probe_port(device: str, timeout: float = 2.0) -> dict:
     return result
 
 
-def format_result(r: dict) -> str:
-    if not r["answers_at"]:
-        return f"{r['device']}: no AT answer ({r.get('error', 'silent')})"
-    bits = [f"{k}={r[k]}" for k in ("manufacturer", "model", "imei", "sim", "iccid", "imsi", "number",
-                                     "operator", "registration", "signal_dbm") if r.get(k) not in (None, "")]
-    return f"{r['device']}: AT port  " + "  ".join(bits)
+def format_result(result: dict[str, Any]) -> str:
+    if not result["answers_at"]:
+        return f"{result['device']}: no AT answer ({result.get('error', 'silent')})"
+    hint = {
+        "pin_required": "  (the SIM is locked by its PIN: set MODEM_PIN or MODEM_PIN_FILE)",
+        "puk_required": "  (the SIM wants its PUK: unlock it in a phone; MODEM_PIN cannot)",
+    }.get(result.get("sim") or "", "")
+    bits = [
+        f"{key}={result[key]}"
+        for key in (
+            "manufacturer",
+            "model",
+            "imei",
+            "sim",
+            "iccid",
+            "imsi",
+            "number",
+            "operator",
+            "registration",
+            "signal_dbm",
+        )
+        if result.get(key) not in (None, "")
+    ]
+    return f"{result['device']}: AT port  " + "  ".join(bits) + hint
 
 
 def main(argv: list[str]) -> int:
@@ -63,9 +89,9 @@ def main(argv: list[str]) -> int:
         return 1
     found = 0
     for port in ports:
-        r = probe_port(port)
-        found += r["answers_at"]
-        print(format_result(r), flush=True)
+        result = probe_port(port)
+        found += result["answers_at"]
+        print(format_result(result), flush=True)
     return 0 if found else 1
 
 

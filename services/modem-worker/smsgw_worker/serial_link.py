@@ -11,19 +11,35 @@ bearerbox was confused by exactly that).
 The unsolicited handler and the fatal callback run on the reader thread, so
 they must only hand the event over (e.g. put it on a queue), never issue a
 command themselves.
+
+Liveness while a send is pending (docs/modems.md, "Modem faults"): once the
+PDU is written nothing may be interleaved that could abort the submission,
+so the link only listens, and when the modem has said nothing at all for
+`probe_after` seconds it writes a bare `AT`. A modem still busy with the
+submission queues it and answers after `+CMGS` (the emulator does the same);
+a modem that stalled and lost the send answers it alone. That answer ends
+the wait at once: the SMS may have left, its reference is lost
+(ModemTimeout, submitted=True), instead of waiting out the whole limit.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import serial
 
 from .errors import (
-    CmeError, CmsError, CommandError, ModemTimeout, PortGone, SubmitUnconfirmed, parse_error_line,
+    CmeError,
+    CmsError,
+    CommandError,
+    ModemTimeout,
+    PortGone,
+    SubmitUnconfirmed,
+    parse_error_line,
 )
 
 log = logging.getLogger(__name__)
@@ -31,15 +47,56 @@ log = logging.getLogger(__name__)
 # Lines that are unsolicited unless they answer the pending command (e.g.
 # `+CREG: 0,1` answers AT+CREG? while `+CREG: 1` alone is a registration change).
 URC_HEADS = {
-    "+CMTI", "+CMT", "+CDS", "+CDSI", "+CUSD", "RING", "+CRING", "+CLIP", "+CREG", "+CGREG",
-    "+CEREG", "+CPIN", "+CFUN", "+CIEV", "+CBM", "+CBMI", "+PBREADY", "+QIND", "+QUSIM",
-    "+STIN", "+CSQN", "RDY", "SMS READY", "CALL READY", "NO CARRIER",
-    "^RSSI", "^HCSQ", "^MODE", "^BOOT", "^SRVST", "^SIMST", "^DSFLOWRPT", "^RSSILVL",
-    "^CEND", "^CONN", "^SMMEMFULL", "^ORIG", "^CONF", "^STIN", "^SYSSTART", "^NDISSTAT",
+    "+CMTI",
+    "+CMT",
+    "+CDS",
+    "+CDSI",
+    "+CUSD",
+    "RING",
+    "+CRING",
+    "+CLIP",
+    "+CREG",
+    "+CGREG",
+    "+CEREG",
+    "+CPIN",
+    "+CFUN",
+    "+CIEV",
+    "+CBM",
+    "+CBMI",
+    "+PBREADY",
+    "+QIND",
+    "+QUSIM",
+    "+STIN",
+    "+CSQN",
+    "RDY",
+    "SMS READY",
+    "CALL READY",
+    "NO CARRIER",
+    "^RSSI",
+    "^HCSQ",
+    "^MODE",
+    "^BOOT",
+    "^SRVST",
+    "^SIMST",
+    "^DSFLOWRPT",
+    "^RSSILVL",
+    "^CEND",
+    "^CONN",
+    "^SMMEMFULL",
+    "^ORIG",
+    "^CONF",
+    "^STIN",
+    "^SYSSTART",
+    "^NDISSTAT",
 }
 # Unsolicited lines followed by a PDU line (PDU mode, TS 27.005 3.4.1).
 URC_WITH_PDU = {"+CMT", "+CDS", "+CBM"}
 FINAL_OK = {"OK"}
+# A silent modem is probed again this often once the first probe went unanswered.
+PROBE_REPEAT = 1.0
+# How long the line must stay quiet before answers that queued up during a
+# stall (to probes, to a cancelled AT+CMGS) count as all read.
+SETTLE_QUIET, SETTLE_LIMIT = 0.3, 2.0
 FINAL_ERRORS = ("ERROR", "+CME ERROR:", "+CMS ERROR:", "COMMAND NOT SUPPORT", "TOO MANY PARAMETERS")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
@@ -71,6 +128,8 @@ class _Pending:
         self.error: BaseException | None = None
         self.prompt = False
         self.accepted_at: float | None = None
+        self.probes = 0  # bare ATs written while the send's answer was awaited
+        self.probe_answered: str | None = None  # the final line that answered one
         self.wake = threading.Event()
 
     def is_echo(self, line: str) -> bool:
@@ -105,6 +164,7 @@ class SerialLink:
         self._reader: threading.Thread | None = None
         self._closing = False
         self.dead: BaseException | None = None
+        self.last_rx = time.monotonic()  # when the modem last sent any byte
 
     # -- lifecycle ---------------------------------------------------------
     def open(self) -> None:
@@ -145,11 +205,39 @@ class SerialLink:
         """
         return self._exchange(command, None, timeout or self.default_timeout, accept)
 
-    def command_with_data(self, command: str, data: str, timeout: float, prompt_timeout: float = 10.0) -> list[str]:
-        """`AT+CMGS=<len>`, wait for the `> ` prompt, write data + Ctrl-Z, wait for the result."""
-        return self._exchange(command, data, timeout, None, prompt_timeout)
+    def command_with_data(
+        self, command: str, data: str, timeout: float, prompt_timeout: float = 10.0, probe_after: float = 0.0
+    ) -> list[str]:
+        """`AT+CMGS=<len>`, wait for the `> ` prompt, write data + Ctrl-Z, wait for the result.
 
-    def _exchange(self, command, data, timeout, accept, prompt_timeout=10.0) -> list[str]:
+        No prompt within `prompt_timeout`: ESC, and ModemTimeout with
+        submitted=False (nothing was written, safe to retry). After the
+        data: ModemTimeout with submitted=True after `timeout`, or as soon
+        as a liveness probe (`probe_after` s of silence; 0 = never) is
+        answered before the send is."""
+        return self._exchange(command, data, timeout, None, prompt_timeout, probe_after)
+
+    def settle(self, quiet: float = SETTLE_QUIET, limit: float = SETTLE_LIMIT) -> None:
+        """Wait (at most `limit` s) until the modem has been silent for `quiet`
+        s: what it held back during a stall comes in one burst, and goes to
+        the unsolicited handler, not to the next command."""
+        deadline = time.monotonic() + limit
+        while True:
+            now = time.monotonic()
+            silent_for = now - self.last_rx
+            if silent_for >= quiet or now >= deadline:
+                return
+            time.sleep(min(quiet - silent_for, deadline - now))
+
+    def _exchange(
+        self,
+        command: str,
+        data: str | None,
+        timeout: float,
+        accept: str | None,
+        prompt_timeout: float = 10.0,
+        probe_after: float = 0.0,
+    ) -> list[str]:
         with self._command_lock:
             if self.dead is not None or self.port is None:
                 raise PortGone(f"{self.device} is not open")
@@ -164,10 +252,14 @@ class SerialLink:
                     submitted = True
                 else:
                     submitted = False
-                self._await_final(pending, timeout, submitted)
+                self._await_final(pending, timeout, submitted, probe_after)
             finally:
                 with self._pending_lock:
                     self._pending = None
+                if pending.probes:
+                    # The modem answers queued probes right after the send:
+                    # let those answers pass before the next command goes out.
+                    self.settle()
             if pending.error is not None:
                 raise pending.error
             if pending.final is not None and pending.final not in FINAL_OK:
@@ -199,16 +291,37 @@ class SerialLink:
                 raise CommandError(pending.command, "OK without a prompt")
             raise parse_error_line(pending.final, pending.command)
 
-    def _await_final(self, pending: _Pending, timeout: float, submitted: bool) -> None:
-        deadline = time.monotonic() + timeout
+    def _await_final(self, pending: _Pending, timeout: float, submitted: bool, probe_after: float = 0.0) -> None:
+        started = time.monotonic()
+        deadline = started + timeout
+        probing = submitted and probe_after > 0
+        last_probe = started
         while pending.final is None and pending.error is None:
             now = time.monotonic()
             if pending.accepted_at is not None and now - pending.accepted_at >= 0.5:
                 return
+            if pending.probe_answered is not None:
+                raise ModemTimeout(
+                    pending.command,
+                    now - started,
+                    submitted=True,
+                    why=f"the modem answered a liveness probe ({pending.probe_answered}) but never the send",
+                )
             left = deadline - now
             if left <= 0:
                 raise ModemTimeout(pending.command, timeout, submitted=submitted)
             wait = left if pending.accepted_at is None else min(left, 0.5)
+            if probing:
+                # Silent for probe_after since the PDU (PROBE_REPEAT since an
+                # unanswered probe): ask whether anybody is still there.
+                needed = probe_after if pending.probes == 0 else PROBE_REPEAT
+                due = max(self.last_rx, last_probe) + needed
+                if now >= due:
+                    self._write(b"AT\r")
+                    pending.probes += 1
+                    last_probe, due = now, now + PROBE_REPEAT
+                    log.warning("no answer to %s for %.1fs: probing the modem with AT", pending.command, now - started)
+                wait = min(wait, max(0.05, due - now))
             pending.wake.wait(wait)
             pending.wake.clear()
         if isinstance(pending.error, PortGone) and submitted:
@@ -237,12 +350,15 @@ class SerialLink:
     def _read_loop(self) -> None:
         buf = bytearray()
         port = self.port
+        if port is None:
+            return
         try:
             while not self._closing:
                 chunk = port.read(port.in_waiting or 1)
                 if not chunk:
                     self._flush_stale_urc()
                     continue
+                self.last_rx = time.monotonic()
                 buf += chunk.replace(b"\x00", b"")
                 buf = self._split(buf)
         except Exception as exc:  # SerialException, OSError(EIO), TypeError after close
@@ -323,7 +439,14 @@ class SerialLink:
     def _to_pending(self, pending: _Pending, line: str) -> None:
         if pending.is_echo(line):
             return
-        if line in FINAL_OK or line.startswith(FINAL_ERRORS):
+        final = line in FINAL_OK or line.startswith(FINAL_ERRORS)
+        if final and pending.probes and not any(x.startswith("+CMGS") for x in pending.lines):
+            # Probed and no +CMGS yet: this may answer the probe, not the
+            # send, so not even a +CMS error proves that the SMS stayed.
+            pending.probe_answered = line
+            pending.wake.set()
+            return
+        if final:
             pending.final = line
             pending.wake.set()
             return

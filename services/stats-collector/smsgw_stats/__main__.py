@@ -3,6 +3,7 @@
 Exits 2 with a one-line reason on bad settings; SIGTERM/SIGINT stop it after
 the pending samples are written.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,13 +15,13 @@ if os.environ.get("MQTT_TLS", "").strip().lower() not in {"1", "true", "yes", "o
     # Python's ssl maps a second OpenSSL beside the one psycopg2-binary bundles
     # (about 1 MB RSS of the collector's 30 MB budget); without MQTT over TLS
     # nothing here needs it, and paho and urllib work without it.
-    sys.modules.setdefault("ssl", None)
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]  # None blocks the import
 
-from smsgw_common import jsonlog  # noqa: E402
-from smsgw_common.settings import SettingsError  # noqa: E402
+from smsgw_common import jsonlog
+from smsgw_common.settings import SettingsError
 
-from .service import Collector  # noqa: E402
-from .settings import StatsSettings  # noqa: E402
+from .service import Collector
+from .settings import StatsSettings
 
 log = logging.getLogger("smsgw_stats")
 
@@ -42,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     log.info(
         "collector started",
-        extra={"interval": settings.interval, "disk_path": settings.disk_path,
-               "host_proc": settings.host_proc, "metrics_port": settings.metrics_port},
+        extra={
+            "interval": settings.interval,
+            "disk_path": settings.disk_path,
+            "host_proc": settings.host_proc,
+            "metrics_port": settings.metrics_port,
+        },
     )
     try:
         collector.run()

@@ -5,6 +5,7 @@ with a few lines of plain Python instead of the pydantic model, because
 importing pydantic would cost a third of the collector's 30 MB budget; a test
 keeps this check in step with the shared schema.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import logging
 import threading
 import time
 from datetime import datetime
+from typing import ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,13 @@ def parse_report(raw: bytes | str) -> dict | None:
     except (ValueError, TypeError) as exc:
         log.warning("dropping invalid StatsReport payload: %s", str(exc)[:300])
         return None
-    return {"source": obj["source"], "ts": ts, "rss_bytes": rss, "cpu_percent": obj.get("cpu_percent"),
-            "cpu_seconds": obj.get("cpu_seconds")}
+    return {
+        "source": obj["source"],
+        "ts": ts,
+        "rss_bytes": rss,
+        "cpu_percent": obj.get("cpu_percent"),
+        "cpu_seconds": obj.get("cpu_seconds"),
+    }
 
 
 class ComponentTracker:
@@ -79,8 +86,12 @@ class ComponentTracker:
                 del self._latest[source]
             items = list(self._latest.items())
         for source, (_, report) in sorted(items):
-            entry = {"rss_bytes": report["rss_bytes"], "cpu_percent": report["cpu_percent"],
-                     "cpu_seconds": report["cpu_seconds"], "ts": report["ts"].isoformat()}
+            entry = {
+                "rss_bytes": report["rss_bytes"],
+                "cpu_percent": report["cpu_percent"],
+                "cpu_seconds": report["cpu_seconds"],
+                "ts": report["ts"].isoformat(),
+            }
             out[source] = {k: v for k, v in entry.items() if v is not None}
         return out
 
@@ -90,7 +101,13 @@ class ModemTracker:
     that samples record signal and registration over time. Only the few
     fields a time series needs are taken, each checked for its type."""
 
-    FIELDS = {"online": bool, "signal_dbm": int, "signal_quality": int, "registration": str, "operator": str}
+    FIELDS: ClassVar[dict[str, type]] = {
+        "online": bool,
+        "signal_dbm": int,
+        "signal_quality": int,
+        "registration": str,
+        "operator": str,
+    }
 
     def __init__(self, topics):
         self.topics = topics

@@ -8,6 +8,7 @@ needs are written by hand on `socketserver`: prometheus_client (2 MB) or
 even `http.server` (0.7 MB) are a real share of a process whose whole budget
 is 30 MB. The tests parse this output with prometheus_client's own parser.
 """
+
 from __future__ import annotations
 
 import socketserver
@@ -60,8 +61,9 @@ class Exposition:
         suffix = "_total" if kind == "counter" else ""
         for labels, value in rows:
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            self.lines.append(f"{name}{suffix}{{{label_text}}} {_num(value)}" if label_text
-                              else f"{name}{suffix} {_num(value)}")
+            self.lines.append(
+                f"{name}{suffix}{{{label_text}}} {_num(value)}" if label_text else f"{name}{suffix} {_num(value)}"
+            )
 
     def gauge(self, name: str, doc: str, value, labels: dict | None = None) -> None:
         self.metric(name, "gauge", doc, [(labels or {}, value)])
@@ -75,10 +77,17 @@ def render(latest: LatestSample) -> str:
     out = Exposition()
     cpu = data.get("cpu") or {}
     if cpu.get("percent") is not None:
-        out.gauge("smsgw_host_cpu_usage_ratio", "Share of all CPU time busy over the last interval (0..1).",
-                  cpu["percent"] / 100)
-    out.metric("smsgw_host_cpu_core_usage_ratio", "gauge", "Share of one core's time busy over the last interval.",
-               [({"cpu": str(i)}, v / 100) for i, v in enumerate(cpu.get("per_core") or []) if v is not None])
+        out.gauge(
+            "smsgw_host_cpu_usage_ratio",
+            "Share of all CPU time busy over the last interval (0..1).",
+            cpu["percent"] / 100,
+        )
+    out.metric(
+        "smsgw_host_cpu_core_usage_ratio",
+        "gauge",
+        "Share of one core's time busy over the last interval.",
+        [({"cpu": str(i)}, v / 100) for i, v in enumerate(cpu.get("per_core") or []) if v is not None],
+    )
     for n in ("1", "5", "15"):
         out.gauge(f"smsgw_host_load{n}", f"{n}-minute load average.", cpu.get(f"load{n}"))
     mem = data.get("memory") or {}
@@ -98,16 +107,34 @@ def render(latest: LatestSample) -> str:
     out.gauge("smsgw_host_boot_time_seconds", "Boot time, Unix seconds.", uptime.get("boot_time"))
     out.gauge("smsgw_host_uptime_seconds", "Seconds since boot.", uptime.get("seconds"))
     net = data.get("net") or {}
-    out.metric("smsgw_host_network_receive_bytes", "counter", "Bytes received, all interfaces but lo.",
-               [({}, net.get("rx_bytes"))])
-    out.metric("smsgw_host_network_transmit_bytes", "counter", "Bytes sent, all interfaces but lo.",
-               [({}, net.get("tx_bytes"))])
+    out.metric(
+        "smsgw_host_network_receive_bytes",
+        "counter",
+        "Bytes received, all interfaces but lo.",
+        [({}, net.get("rx_bytes"))],
+    )
+    out.metric(
+        "smsgw_host_network_transmit_bytes",
+        "counter",
+        "Bytes sent, all interfaces but lo.",
+        [({}, net.get("tx_bytes"))],
+    )
     components = data.get("components") or {}
-    out.metric("smsgw_component_resident_memory_bytes", "gauge", "RSS a service last reported.",
-               [({"component": name}, f.get("rss_bytes")) for name, f in components.items()])
-    out.metric("smsgw_component_cpu_usage_ratio", "gauge", "CPU a service used, share of one core (0..1).",
-               [({"component": name}, f["cpu_percent"] / 100 if f.get("cpu_percent") is not None else None)
-                for name, f in components.items()])
+    out.metric(
+        "smsgw_component_resident_memory_bytes",
+        "gauge",
+        "RSS a service last reported.",
+        [({"component": name}, f.get("rss_bytes")) for name, f in components.items()],
+    )
+    out.metric(
+        "smsgw_component_cpu_usage_ratio",
+        "gauge",
+        "CPU a service used, share of one core (0..1).",
+        [
+            ({"component": name}, f["cpu_percent"] / 100 if f.get("cpu_percent") is not None else None)
+            for name, f in components.items()
+        ],
+    )
     out.gauge("smsgw_stats_last_sample_timestamp_seconds", "When the last host sample was taken.", ts)
     out.gauge("smsgw_stats_pending_samples", "Samples waiting to be written to the database.", pending)
     out.metric("smsgw_stats_database_errors", "counter", "Failed writes or maintenance passes.", [({}, db_errors)])
@@ -138,8 +165,10 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def _send(self, status: int, content_type: str, body: bytes, head_only: bool) -> None:
         reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
-        header = (f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        header = (
+            f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         try:
             self.wfile.write(header if head_only else header + body)
         except OSError:

@@ -6,12 +6,13 @@ per network namespace: `HOST_PROC/net` would follow `self` into the
 collector's own namespace, so with HOST_PROC set they are read from
 `HOST_PROC/1/net/dev`, the namespace of the host's init.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psutil
 
@@ -117,8 +118,11 @@ class HostSampler:
         try:
             disk = psutil.disk_usage(self.disk_path)
             data["disk"] = {
-                "path": self.disk_path, "total": disk.total, "used": disk.used,
-                "free": disk.free, "percent": _round(disk.percent),
+                "path": self.disk_path,
+                "total": disk.total,
+                "used": disk.used,
+                "free": disk.free,
+                "percent": _round(disk.percent),
             }
         except OSError as exc:
             log.warning("disk usage of %s unavailable: %s", self.disk_path, exc)
@@ -130,7 +134,7 @@ class HostSampler:
         net = self._net()
         if net is not None:
             rx, tx = net
-            entry = {"rx_bytes": rx, "tx_bytes": tx}
+            entry: dict[str, float | None] = {"rx_bytes": rx, "tx_bytes": tx}
             if self._net_prev is not None:
                 t0, rx0, tx0 = self._net_prev
                 dt = now - t0
@@ -144,4 +148,4 @@ class HostSampler:
 
 
 def utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)

@@ -4,11 +4,13 @@ It runs in its own process and only ever writes `stat_samples`, so it can
 neither block nor slow the message path. When Postgres is down the samples
 wait in a bounded buffer (oldest dropped first) and are written on recovery.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import socketserver
 import threading
 import time
 from collections import deque
@@ -46,7 +48,7 @@ class Collector:
         self.pending: deque = deque(maxlen=MAX_PENDING)
         self.stop_event = threading.Event()
         self._reporter: selfstats.Reporter | None = None
-        self._http = None
+        self._http: socketserver.TCPServer | None = None
 
     def sample_once(self, now: float | None = None) -> dict:
         now = time.time() if now is None else now

@@ -6,6 +6,7 @@ each tier is rolled up from the one before it, so a tier must be kept at least
 as long as the next tier's bucket, or samples would expire before they are
 averaged.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,7 @@ class StatsSettings:
     tiers: tuple[Tier, ...] = (Tier(0, 86400), Tier(300, 7 * 86400), Tier(3600, 90 * 86400))
 
     @classmethod
-    def from_env(cls, environ=None) -> "StatsSettings":
+    def from_env(cls, environ=None) -> StatsSettings:
         environ = os.environ if environ is None else environ
         host_proc = environ.get("HOST_PROC") or None
         host_sys = environ.get("HOST_SYS") or None

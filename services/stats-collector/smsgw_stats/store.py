@@ -13,13 +13,14 @@ Plain psycopg2 rather than SQLAlchemy: the table is one the shared models
 define (`smsgw_common.models.StatSample`), but SQLAlchemy's import alone
 would cost the collector 15 MB of its 30 MB budget.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg2
 
@@ -28,9 +29,7 @@ from .settings import Tier
 log = logging.getLogger(__name__)
 
 # Counters and identities: the latest value is the meaningful one, not the mean.
-LAST_KEYS = frozenset(
-    {"boot_time", "seconds", "rx_bytes", "tx_bytes", "cpu_seconds", "total", "count", "path", "ts"}
-)
+LAST_KEYS = frozenset({"boot_time", "seconds", "rx_bytes", "tx_bytes", "cpu_seconds", "total", "count", "path", "ts"})
 # Buckets rolled up per query (6 h of 5-minute rows, 3 days of hourly ones).
 CHUNK_BUCKETS = 72
 # Serialises maintenance between two collectors pointed at one database.
@@ -91,7 +90,7 @@ def _insert(cur, rows: list[tuple[str, datetime, int, dict]]) -> None:
 
 def bucket_start(ts: datetime, resolution: int) -> datetime:
     epoch = int(ts.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % resolution, timezone.utc)
+    return datetime.fromtimestamp(epoch - epoch % resolution, UTC)
 
 
 class SampleStore:
@@ -105,8 +104,9 @@ class SampleStore:
 
     def _connection(self):
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg2.connect(self.url, connect_timeout=self.connect_timeout,
-                                          application_name="stats-collector")
+            self._conn = psycopg2.connect(
+                self.url, connect_timeout=self.connect_timeout, application_name="stats-collector"
+            )
         return self._conn
 
     def _run(self, work):
@@ -141,12 +141,13 @@ class SampleStore:
             if not cur.fetchone()[0]:
                 log.info("another collector is maintaining stat_samples; skipping this pass")
                 return {"rolled_up": {}, "expired": {}}
-            rolled = {dst.resolution: self._rollup(cur, src, dst, now)
-                      for src, dst in zip(self.tiers, self.tiers[1:])}
+            rolled = {dst.resolution: self._rollup(cur, src, dst, now) for src, dst in zip(self.tiers, self.tiers[1:])}
             expired = {}
             for tier in self.tiers:
-                cur.execute("DELETE FROM stat_samples WHERE resolution = %s AND ts < %s",
-                            (tier.resolution, now - timedelta(seconds=tier.retention)))
+                cur.execute(
+                    "DELETE FROM stat_samples WHERE resolution = %s AND ts < %s",
+                    (tier.resolution, now - timedelta(seconds=tier.retention)),
+                )
                 expired[tier.resolution] = cur.rowcount
             return {"rolled_up": rolled, "expired": expired}
 
@@ -164,8 +165,9 @@ class SampleStore:
             if last is not None:
                 start = last + timedelta(seconds=res)
             else:
-                cur.execute("SELECT min(ts) FROM stat_samples WHERE source = %s AND resolution = %s",
-                            (source, src.resolution))
+                cur.execute(
+                    "SELECT min(ts) FROM stat_samples WHERE source = %s AND resolution = %s", (source, src.resolution)
+                )
                 start = bucket_start(cur.fetchone()[0], res)
             # A bounded slice at a time: after a long stretch without
             # maintenance, a day of raw samples must not sit in memory at once.

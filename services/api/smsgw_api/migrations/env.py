@@ -1,4 +1,5 @@
 """Alembic environment: the URL comes from the same settings as the services."""
+
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 

@@ -4,6 +4,7 @@
 const KEY = "smsgw.session";
 let session = null;
 const listeners = new Set();
+const renewListeners = new Set();
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -38,6 +39,10 @@ export function onSessionEnd(fn) {
   listeners.add(fn);
 }
 
+export function onSessionRenewed(fn) {
+  renewListeners.add(fn);
+}
+
 export function endSession(reason) {
   const had = session !== null;
   session = null;
@@ -57,6 +62,16 @@ export async function login(username, password) {
   };
   try { sessionStorage.setItem(KEY, JSON.stringify(session)); } catch { /* memory only */ }
   return session;
+}
+
+// A password change ends every session, this one too, and answers with a new
+// token for this tab: kept, or the next request (and the live socket, which
+// the API drops within a second) would find the old one refused.
+export function renewSession(token, expiresAt) {
+  if (!session || !token) return;
+  session = { ...session, token, expires_at: expiresAt || null };
+  try { sessionStorage.setItem(KEY, JSON.stringify(session)); } catch { /* memory only */ }
+  renewListeners.forEach((fn) => fn(session));
 }
 
 export async function request(method, path, data, opts = {}) {

@@ -1,12 +1,15 @@
 // Shell: login, navigation by role, hash routing, the live connection.
-import { api, can, endSession, getSession, loadSession, login, onSessionEnd, ApiError } from "./api.js";
+import { api, can, endSession, getSession, loadSession, login, onSessionEnd, onSessionRenewed, ApiError } from "./api.js";
 import { h, replace, showErrors, field, toast } from "./dom.js";
+import { FeedWatch } from "./feed.js";
 import { Socket } from "./socket.js";
 
 const root = document.getElementById("app");
 let socket = null;
+let feed = null;
 let cleanup = null;
 let liveEl = null;
+let bannerEl = null;
 
 // Each page loads on first visit: the first paint only needs the shell.
 const ROUTES = [
@@ -19,6 +22,7 @@ const ROUTES = [
   { path: "keys", title: "API keys", load: () => import("./views/keys.js") },
   { path: "webhooks", title: "Webhooks", load: () => import("./views/webhooks.js"), when: can.send },
   { path: "users", title: "Users", load: () => import("./views/users.js"), when: can.admin },
+  { path: "account", title: "Account", load: () => import("./views/account.js") },
 ];
 
 function visibleRoutes() {
@@ -69,7 +73,20 @@ function markInteractive(what) {
 
 function stopLive() {
   if (cleanup) { try { cleanup(); } catch { /* view already gone */ } cleanup = null; }
+  if (feed) { feed.stop(); feed = null; }
   if (socket) { socket.stop(); socket = null; }
+}
+
+// The header pill and the banner say the same thing: whether changes are
+// arriving now (feed.js), not merely whether a socket is open.
+function drawLive() {
+  if (!liveEl || !socket) return;
+  const interrupted = feed && feed.state === "interrupted";
+  const state = socket.state === "online" && interrupted ? "interrupted" : socket.state;
+  const label = { online: "Live", connecting: "Connecting…", offline: "Offline, retrying", denied: "Live updates refused", interrupted: "Interrupted" }[state] || state;
+  liveEl.textContent = label;
+  liveEl.dataset.state = state;
+  if (bannerEl) bannerEl.hidden = !interrupted || socket.state === "denied";
 }
 
 function startLive() {
@@ -77,12 +94,9 @@ function startLive() {
     const s = getSession();
     return s ? { token: s.token } : {};
   });
-  socket.on("_state", (state) => {
-    if (!liveEl) return;
-    const label = { online: "Live", connecting: "Connecting…", offline: "Offline, retrying", denied: "Live updates refused" }[state] || state;
-    liveEl.textContent = label;
-    liveEl.dataset.state = state;
-  });
+  feed = new FeedWatch(socket);
+  socket.on("_state", drawLive);
+  socket.on("_feed", drawLive);
   socket.on("connect_error", async () => {
     // Usually an expired token: asking the API ends the session on a 401.
     try { await api.get("/api/me"); } catch { /* handled by the 401 hook */ }
@@ -95,6 +109,7 @@ function startLive() {
     }
   });
   socket.start();
+  feed.start();
 }
 
 function renderShell() {
@@ -128,8 +143,11 @@ function renderShell() {
     h("span", { class: "who" }, h("span", { id: "who-name" }, session.username), " ",
       h("span", { class: "role", id: "who-role" }, session.role)),
     logout);
+  bannerEl = h("div", { class: "feed-banner", id: "feed-banner", role: "alert", hidden: true },
+    h("strong", null, "Live feed interrupted."),
+    " Changes are not arriving; this page refreshes from the server as soon as the feed returns.");
   const main = h("main", { id: "main", class: "main", tabindex: "-1" });
-  replace(root, header, h("div", { class: "layout" }, nav, main));
+  replace(root, header, bannerEl, h("div", { class: "layout" }, nav, main));
   root.removeAttribute("aria-busy");
   startLive();
   scheduleExpiry(session);
@@ -184,6 +202,10 @@ onSessionEnd((reason) => {
   if (reason === "expired") toast(notice, "error");
   renderLogin(notice);
 });
+
+// A new token for this tab (a password change): its own expiry from now on;
+// the live socket takes it when it reconnects (its auth reads the session).
+onSessionRenewed(scheduleExpiry);
 
 window.addEventListener("hashchange", () => {
   route();

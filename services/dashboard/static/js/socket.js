@@ -109,7 +109,8 @@ export class Socket {
       this.attempt = 0;
       this.connects = (this.connects || 0) + 1;
       this.setState("online");
-      // After a reconnect, views reload: events sent while offline are lost.
+      // After a reconnect, views reload (feed.js turns it into "resync"):
+      // events sent while offline are lost.
       this.emitLocal("connect", { reconnect: this.connects > 1 });
     } else if (kind === "4") {
       let err = {};
@@ -125,7 +126,11 @@ export class Socket {
       rest = rest.replace(/^\d+/, "");
       let arr;
       try { arr = JSON.parse(rest); } catch { return; }
-      if (Array.isArray(arr) && typeof arr[0] === "string") this.emitLocal(arr[0], arr[1]);
+      if (Array.isArray(arr) && typeof arr[0] === "string") {
+        // "*" first: the feed watch (feed.js) checks the event's number.
+        this.emitLocal("*", { event: arr[0], data: arr[1] });
+        this.emitLocal(arr[0], arr[1]);
+      }
     }
   }
 }

@@ -3,6 +3,7 @@
     python -m smsgw_worker.emulator --profile generic --link /tmp/ttyEMU0 \
         --control 127.0.0.1:7101
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ import sys
 import threading
 
 from .control import serve
-from .core import Emulator
+from .emulator import Emulator
 from .profiles import PROFILES
 
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-delay", type=float, default=0.2)
     parser.add_argument("--report-status", type=int, default=0)
     parser.add_argument("--pin")
+    parser.add_argument("--ledger", help="append one JSON line per PDU sent to this file (kept across kills)")
+    parser.add_argument(
+        "--storage", help="keep the SIM's stored messages in this file (non-volatile, as on a real SIM)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         report_delay=args.report_delay,
         report_status=args.report_status,
         pin=args.pin,
+        ledger=args.ledger,
+        storage_file=args.storage,
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -59,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     emu.start()
     server = serve(emu, *args.control) if args.control else None
     # One line on stdout that scripts can wait for.
-    print(f"emulator ready device={emu.device}" + (f" control={args.control[0]}:{server.server_address[1]}" if server else ""), flush=True)
+    print(
+        f"emulator ready device={emu.device}"
+        + (f" control={args.control[0]}:{server.server_address[1]}" if server else ""),
+        flush=True,
+    )
     try:
         done.wait()
     finally:

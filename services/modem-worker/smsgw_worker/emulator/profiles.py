@@ -5,6 +5,7 @@ identity strings, how the ICCID is asked for, what an unknown command gets,
 the noise it prints on its own, and how long the SIM stays busy after
 power-up. Values come from the vendors' public AT command manuals.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,6 +50,28 @@ class Profile:
     # saved): AT+CSMS=1 makes every +CMT/+CDS wait for AT+CNMA.
     csms: int = 0
     cnmi: tuple[int, int, int, int, int] = (2, 1, 0, 0, 0)
+    # Behaviours recorded from real devices (names in QUIRKS), on from power-up;
+    # Emulator.set_quirk switches them at run time.
+    quirks: frozenset[str] = frozenset()
+
+
+# What each quirk makes the emulator do, and the device it was recorded from.
+QUIRKS: dict[str, str] = {
+    "cmgr_no_stat": "AT+CMGR answers `+CMGR: ,,<length>` without <stat> (seen in AT+CMGR answers from the wild)",
+    "sr_refused": 'AT+CPMS=? lists "SR" but AT+CPMS="SR" gets +CMS ERROR: 302 (Huawei E1752, ZTE K3565-Z)',
+    "no_sms_config": (
+        "AT+CPMS=? is `(),(),()`, AT+CPMS? is `+CPMS: ,,,,,,,,`, every AT+CPMS= and AT+CNMI= is ERROR: "
+        "no +CMTI ever, stored SMS found only by AT+CMGL (Nokia N79)"
+    ),
+    "ussd_gsm7_packed_hex": "+CUSD text as hex of packed GSM 7-bit under DCS 15 (Huawei E1752, K3715)",
+    "ussd_ucs2_hex": "+CUSD text as hex of UCS-2 under DCS 72 (ZTE, Qualcomm M6280)",
+    "ussd_ucs2_language_hex": "+CUSD text as hex under DCS 17: a two-octet language code, then UCS-2",
+    "send_needs_room": "AT+CMGS answers +CMS ERROR: 322 (memory full) while the receive memory is full (Huawei K3715)",
+    "pin_everywhere": (
+        "while the PIN is not entered, every command but AT+CPIN (bare AT included) answers "
+        "+CME ERROR: 11 whatever AT+CMEE says (Huawei K3715, Qualcomm M6280)"
+    ),
+}
 
 
 PROFILES: dict[str, Profile] = {
@@ -124,5 +147,17 @@ PROFILES: dict[str, Profile] = {
         revision="EMU 1.0",
         csms=1,
         cnmi=(2, 2, 0, 1, 0),
+    ),
+    # Nokia N79 (S60 phone as a modem): PDU mode and AT+CMGL, but no message
+    # storage selection and no new-message indications at all.
+    "nokia": Profile(
+        name="nokia",
+        manufacturer="Nokia",
+        model="Nokia N79",
+        revision="V 32.0.003",
+        iccid_command="+ICCID",
+        iccid_prefix="+ICCID: ",
+        cnmi=(0, 0, 0, 0, 0),
+        quirks=frozenset({"no_sms_config"}),
     ),
 }

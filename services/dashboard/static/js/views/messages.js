@@ -123,7 +123,7 @@ function renderTable(main, { socket }, kind) {
       tbody().prepend(tr);
     }));
   }
-  offs.push(socket.on("connect", (info) => { if (info && info.reconnect) load(); }));
+  offs.push(socket.on("resync", load));
   load();
   return () => { alive = false; offs.forEach((o) => o()); };
 }
@@ -216,7 +216,7 @@ function renderConversations(main, { socket }, selected) {
       drawList();
       drawThread();
     }),
-    socket.on("connect", (info) => { if (info && info.reconnect) load(); }),
+    socket.on("resync", load),
   ];
   load();
   return () => { alive = false; offs.forEach((o) => o()); };
@@ -278,7 +278,7 @@ function renderDetail(main, { socket }, id) {
     socket.on("sms_status_update", (d) => {
       if (d && String(d.message_id ?? d.id) === String(id)) load();
     }),
-    socket.on("connect", (info) => { if (info && info.reconnect) load(); }),
+    socket.on("resync", load),
   ];
   load();
   return () => { alive = false; offs.forEach((o) => o()); };

@@ -2,6 +2,7 @@
 import { api } from "../api.js";
 import { h, replace, fmtTime, badge } from "../dom.js";
 import { signalBars, onlineBadge, listOf, errorBox, peerOf } from "../widgets.js";
+import { problemList } from "../problems.js";
 
 const STATES = ["queued", "sent", "delivered", "failed"];
 
@@ -19,18 +20,21 @@ export function render(main, { socket }) {
       return h("div", { class: "card counter" }, counters[st], h("span", { class: "l" }, `${st} today`));
     }));
   const cards = h("div", { class: "grid", id: "modem-cards" });
+  const problemsOut = h("div", { id: "problems-box" });
   const feed = h("ul", { class: "feed", id: "feed", "aria-live": "polite" });
   const modems = new Map();
   replace(main,
     h("h1", null, "Overview"),
     counterBox,
     h("h2", null, "Modems"),
+    problemsOut,
     cards,
     h("h2", null, "Live activity"),
     h("div", { class: "card" }, feed, h("p", { class: "empty", id: "feed-empty" }, "Events appear here as they happen.")));
 
   let alive = true;
   let countTimer = null;
+  let problemsTimer = null;
 
   async function loadCounts() {
     const since = startOfToday();
@@ -82,6 +86,7 @@ export function render(main, { socket }) {
       const sims = sb.status === "fulfilled" ? listOf(sb.value, "sim_cards") : [];
       const byModem = new Map(sims.filter((x) => x.modem_id).map((x) => [x.modem_id, x]));
       const list = mb.status === "fulfilled" ? listOf(mb.value, "modems") : [];
+      replace(problemsOut, mb.status === "fulfilled" ? problemList(mb.value) : null);
       list.forEach((m) => {
         const id = m.modem_id ?? m.id;
         const sim = byModem.get(id) || {};
@@ -118,6 +123,9 @@ export function render(main, { socket }) {
       const key = String(d.modem_id);
       modems.set(key, { ...(modems.get(key) || {}), ...d });
       drawCards();
+      // The problem list comes from the API only (one source with the SIMs page).
+      clearTimeout(problemsTimer);
+      problemsTimer = setTimeout(loadModems, 500);
     }),
     socket.on("sms_status_update", (d) => {
       // An inbound message also arrives as sms_received, shown below.
@@ -131,7 +139,7 @@ export function render(main, { socket }) {
       addFeed(`from ${d.sender}: ${d.message ?? ""}`, "received");
       scheduleCounts();
     }),
-    socket.on("connect", (info) => { if (info && info.reconnect) { loadCounts(); loadModems(); } }),
+    socket.on("resync", () => { loadCounts(); loadModems(); }),
   ];
 
   loadCounts();
@@ -141,6 +149,7 @@ export function render(main, { socket }) {
   return () => {
     alive = false;
     clearTimeout(countTimer);
+    clearTimeout(problemsTimer);
     clearInterval(refresh);
     offs.forEach((off) => off());
   };

@@ -1,8 +1,10 @@
 // SIMs and modems: list with limits and usage; admins add, edit, disable,
-// delete; anyone who may send can ask a modem for its balance (USSD).
+// delete; anyone who may send can ask a modem for its balance (USSD, menus
+// answered within their session); admins see received PDUs kept raw.
 import { api, can } from "../api.js";
 import { h, replace, field, showErrors, toast, dangerButton, fmtTime, badge } from "../dom.js";
 import { table, listOf, loading, errorBox, signalBars, onlineBadge } from "../widgets.js";
+import { problemList } from "../problems.js";
 
 const LIMITS = [["minute", "limit_per_minute"], ["day", "limit_per_day"], ["month", "limit_per_month"]];
 
@@ -26,10 +28,13 @@ function intOrNull(v) {
 export function render(main) {
   const out = h("div", { id: "sims" }, loading());
   const modemsOut = h("div", { id: "modems" });
+  const rawOut = h("div", { id: "raw-pdus" });
   const editor = h("div", { id: "sim-editor" });
-  replace(main, h("h1", null, "SIMs & modems"),
+  const problemsOut = h("div", { id: "problems-box" });
+  replace(main, h("h1", null, "SIMs & modems"), problemsOut,
     can.admin() ? h("div", { class: "actions" }, h("button", { type: "button", class: "primary", id: "add-sim", onclick: () => openEditor(null) }, "Add a SIM")) : null,
-    editor, h("h2", null, "SIM cards"), out, h("h2", null, "Modems"), modemsOut);
+    editor, h("h2", null, "SIM cards"), out, h("h2", null, "Modems"), modemsOut,
+    can.admin() ? h("h2", null, "Received PDUs kept raw") : null, can.admin() ? rawOut : null);
   let alive = true;
   let modems = [];
 
@@ -68,25 +73,33 @@ export function render(main) {
   async function ussd(modemId) {
     const input = h("input", { name: "code", value: "*100#", required: true });
     const result = h("p", { role: "status", class: "secret", hidden: true });
+    const menuHint = h("p", { class: "hint", hidden: true }, "The network waits for your choice: type it above and send it.");
+    const endSession = h("button", { type: "button", hidden: true, onclick: () => send({ cancel: true }) }, "End session");
     const summary = h("p", { class: "form-error", role: "alert" });
     const form = h("form", { class: "card form-narrow", "aria-label": `USSD on modem ${modemId}` },
       h("h2", { style: { marginTop: 0 } }, `Balance check on ${modemId}`),
       field("USSD code", input, "Usually *100# or your operator's balance code."),
-      summary, result,
-      h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Send USSD"),
+      summary, result, menuHint,
+      h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Send USSD"), endSession,
         h("button", { type: "button", onclick: () => replace(editor) }, "Close")));
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
+    async function send(body) {
       showErrors(form, null, summary);
       result.hidden = true;
       try {
-        const res = await api.post(`/api/modems/${encodeURIComponent(modemId)}/ussd`, { code: input.value.trim() });
+        const res = await api.post(`/api/modems/${encodeURIComponent(modemId)}/ussd`, body);
         const r = res.result;
-        result.textContent = typeof r === "string" ? r : (r && (r.text || r.message || r.response)) || JSON.stringify(r);
+        const open = Boolean(r && r.session_open);
+        result.textContent = body.cancel ? "Session ended." : typeof r === "string" ? r : (r && (r.text || r.message || r.response)) || JSON.stringify(r);
         result.hidden = false;
+        menuHint.hidden = endSession.hidden = !open;
+        if (open) { input.value = ""; input.focus(); }
       } catch (exc) {
         showErrors(form, exc, summary);
       }
+    }
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      send({ code: input.value.trim() });
     });
     replace(editor, form);
     input.focus();
@@ -99,6 +112,7 @@ export function render(main) {
       if (sb.status === "rejected") throw sb.reason;
       const sims = listOf(sb.value, "sim_cards");
       modems = mb.status === "fulfilled" ? listOf(mb.value, "modems") : [];
+      replace(problemsOut, mb.status === "fulfilled" ? problemList(mb.value) : null);
       const cols = [
         { title: "#", key: "id" },
         { title: "Number", render: (x) => x.number || "–" },
@@ -119,17 +133,41 @@ export function render(main) {
         { title: "Modem", render: (m) => String(m.modem_id ?? m.id) },
         { title: "State", render: (m) => onlineBadge(m.online) },
         { title: "Signal", render: (m) => signalBars(m.signal_quality) },
-        { title: "Registration", opt: true, render: (m) => m.registration || "" },
+        { title: "Registration", render: (m) => m.registration ? badge(m.registration) : "" },
         { title: "Operator", opt: true, render: (m) => m.operator || "" },
         { title: "Device", opt: true, render: (m) => [m.manufacturer, m.model].filter(Boolean).join(" ") || m.device_path || "" },
-        { title: "Last error", cls: "text", render: (m) => m.last_error || "" },
+        { title: "Problem", cls: "text", render: (m) => (m.problems && m.problems.length
+          ? h("span", { class: "error-text" }, m.problems.map((p) => p.problem).join(" "))
+          : "none") },
         { title: "Last seen", opt: true, render: (m) => fmtTime(m.last_seen_at) },
       ];
       replace(modemsOut, mb.status === "fulfilled"
-        ? table(mcols, modems.map((m) => ({ ...m, id: m.modem_id ?? m.id })), { caption: "Modems", empty: "No modem has reported yet." })
+        ? table(mcols, modems.map((m) => ({ ...m, id: m.modem_id ?? m.id })), { caption: "Modems", empty: "No modem is configured: see above for how to add one." })
         : errorBox(mb.reason));
+      if (can.admin()) loadRaw();
     } catch (exc) {
       if (alive) replace(out, errorBox(exc));
+    }
+  }
+
+  async function loadRaw() {
+    try {
+      const res = await api.get("/api/modems/raw-pdus?limit=50");
+      if (!alive) return;
+      const rcols = [
+        { title: "Received", render: (x) => fmtTime(x.received_at) },
+        { title: "Kind", render: (x) => badge(x.kind) },
+        { title: "Modem", render: (x) => x.modem_id || "" },
+        { title: "From", opt: true, render: (x) => x.origin || "" },
+        { title: "Why", cls: "text", render: (x) => x.reason || "" },
+        { title: "PDU (hex)", cls: "text", render: (x) => h("code", null, x.pdu) },
+      ];
+      replace(rawOut, table(rcols, listOf(res, "raw_pdus"), {
+        caption: "Received PDUs kept raw",
+        empty: "None: every received PDU was decoded.",
+      }));
+    } catch (exc) {
+      if (alive) replace(rawOut, errorBox(exc));
     }
   }
 

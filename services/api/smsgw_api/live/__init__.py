@@ -1,0 +1,1 @@
+"""Socket.IO for browsers: connecting, authorising and re-checking sockets."""

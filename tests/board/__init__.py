@@ -1,0 +1,1 @@
+"""Seed boards as modems (smsgw_worker/board)."""
