@@ -328,3 +328,56 @@ def test_the_minute_is_a_rolling_window_of_60_seconds(client, bob, engine, redis
     assert send(client, bob, body).status_code == 200
     assert send(client, bob, body).status_code == 429
     assert not r.hexists(minute_key, str(now - 70))
+
+
+def test_the_sweeper_moves_work_only_into_room_the_counters_still_have(app, engine):
+    """Found in CI (tests/board/test_mixed.py): the sweeper judged a SIM's room
+    from Postgres alone, while an API process had just counted a send there in
+    Redis that was not committed yet. Its move went through and the SIM ended
+    a minute over its limit (and the other SIM accepted one too many)."""
+    from sqlalchemy.orm import Session
+
+    from smsgw_api.core.extensions import runtime
+    from smsgw_api.domain.capacity import RouteRequest
+    from smsgw_api.pipeline.sweeper import sweep_once
+    from smsgw_api.routes.deps import router
+    from smsgw_common.models import Message
+
+    busy, taker = make_sim(engine), make_sim(engine, limit_per_minute=2)
+
+    def add(sim_id: int, status: str) -> int:
+        with Session(engine) as s:
+            msg = Message(direction="outbound", recipient=RECIPIENT, message="x", status=status, sim_card_id=sim_id)
+            s.add(msg)
+            s.commit()
+            return msg.id
+
+    with only_active(engine, busy.id, taker.id), app.app_context():
+        with engine.begin() as conn:  # other tests' work would be rerouted onto these two
+            conn.execute(
+                text(
+                    "UPDATE messages SET status = 'cancelled' WHERE status = 'queued' AND NOT (sim_card_id = ANY(:ids))"
+                ),
+                {"ids": [busy.id, taker.id]},
+            )
+        add(taker.id, "delivered")  # one of its two this minute
+        waiting = [add(busy.id, "queued") for _ in range(3)]  # three in the other's queue: worth evening out
+        # An API process has just routed a send to the taker: counted in Redis, not committed yet.
+        with engine.connect() as conn:
+            [(_, in_flight)] = router(app).route(conn, [RouteRequest(1, taker.id, "fail")])
+        assert in_flight is not None
+
+        sweep_once(runtime(app), router(app))
+
+        with Session(engine) as s:
+            assert [s.get(Message, i).sim_card_id for i in waiting] == [busy.id] * 3  # no room: nothing moved
+        assert counted(app, engine, taker.id)[0].minute == 2
+
+        # The send was not committed after all: its room is back, and one message may move.
+        router(app).release([in_flight])
+        sweep_once(runtime(app), router(app))
+
+        with Session(engine) as s:
+            assert sorted(s.get(Message, i).sim_card_id for i in waiting) == sorted([busy.id] * 2 + [taker.id])
+        redis_usage, pg_usage = counted(app, engine, taker.id)
+        assert redis_usage.minute == pg_usage.minute == 2

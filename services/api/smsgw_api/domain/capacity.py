@@ -88,6 +88,7 @@ class Move(NamedTuple):
     from_sim: int
     to_sim: int
     accepted_at: datetime
+    held: bool = False  # already counted for to_sim (Router.hold) when it was chosen
 
 
 # Minute: the last 60 s; day and month: the calendar (UTC), as carriers count.

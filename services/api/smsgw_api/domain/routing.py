@@ -75,6 +75,10 @@ _PINNED_SQL = text(
 )
 
 
+class SimFull(Exception):
+    """Router.hold: the SIM has no room for the segments under its limits."""
+
+
 class Router:
     def __init__(self, cache_seconds: float, counters: Counters | None = None):
         self.cache_seconds = cache_seconds
@@ -284,12 +288,32 @@ class Router:
         if sim_id is not None and segments and at is not None:
             self._adjust([CounterChange(sim_id, segments, at.timestamp(), -1)])
 
+    def hold(self, conn, sim: Sim, segments: int) -> Hold | None:
+        """Count `segments` on `sim` now, for a message moved onto it, in the
+        same atomic step as a send routed there: a move can never take room an
+        API process has just reserved but not yet committed. Raises SimFull if
+        they do not fit. None: nothing was counted (the SIM has no limits, or
+        Redis is down and the caller's view from Postgres decides); `moved`
+        counts it once the move is committed."""
+        if not sim.limited or self.counters is None or not self._use_redis():
+            return None
+        try:
+            got = self.counters.reserve(conn, [Candidate(sim, 0, False)], [PlanItem(segments, 0, False)])
+        except LimitsUnavailable as exc:
+            self._redis_failed(exc)
+            return None
+        if got.picks is None:
+            raise SimFull(sim.id)
+        return Hold(sim.id, segments, got.second)
+
     def moved(self, moves: list[Move]) -> None:
         """Rerouted messages' segments count for their new SIM now, as in Postgres."""
         changes = []
         for m in moves:
             at = m.accepted_at.timestamp()
-            changes += [CounterChange(m.from_sim, m.segments, at, -1), CounterChange(m.to_sim, m.segments, at, 1)]
+            changes.append(CounterChange(m.from_sim, m.segments, at, -1))
+            if not m.held:
+                changes.append(CounterChange(m.to_sim, m.segments, at, 1))
         self._adjust(changes)
 
     def _adjust(self, changes) -> None:

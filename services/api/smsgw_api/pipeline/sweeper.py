@@ -35,8 +35,8 @@ from typing import NamedTuple
 from sqlalchemy import Row, func, select, text
 
 from smsgw_api.core.runtime import Runtime
-from smsgw_api.domain.capacity import Move, Sim, Usage, has_capacity, usage_of
-from smsgw_api.domain.routing import Router
+from smsgw_api.domain.capacity import Hold, Move, Sim, Usage, has_capacity, usage_of
+from smsgw_api.domain.routing import Router, SimFull
 from smsgw_api.pipeline.loop import WakeableLoop
 from smsgw_common import queue as q
 from smsgw_common.db import session_scope
@@ -174,20 +174,51 @@ def _targets(session, sims: Sequence[Row[SimCard, bool]], unavailable: dict[int,
     return out
 
 
-def _pick(targets: list[Target], segments: int) -> SimCard | None:
-    """Least loaded target with capacity for `segments`; counts the choice."""
-    fitting = [t for t in targets if has_capacity(t.routing, t.usage or Usage(), segments)]
-    if not fitting:
-        return None
-    best = min(fitting, key=lambda t: (t.queued, t.sim.id))
-    best.queued += segments
-    best.usage = best.usage or Usage()
-    best.usage.add(segments)
-    return best.sim
+class Room:
+    """Takes room on target SIMs for moved messages. Postgres' usage comes
+    first (it alone decides while Redis is down); a limited SIM's room is then
+    reserved in the Redis counters, in one atomic step with the API's sends,
+    so a move never takes room a send has just been promised."""
+
+    def __init__(self, router: Router, session, holds: list[Hold]):
+        self.router, self.session, self.holds = router, session, holds
+
+    def take(self, msg: Message, to: Target) -> Move | None:
+        """The move of `msg` onto `to` if it has room (then taken), else None."""
+        assert msg.sim_card_id is not None  # moved work is selected by its SIM
+        segments = msg.segments or 1
+        if not has_capacity(to.routing, to.usage or Usage(), segments):
+            return None
+        try:
+            hold = self.router.hold(self.session.connection(), to.routing, segments)
+        except SimFull:
+            return None
+        if hold is not None:
+            self.holds.append(hold)
+        to.usage = to.usage or Usage()
+        to.usage.add(segments)
+        return Move(segments, msg.sim_card_id, to.sim.id, msg.timestamp, held=hold is not None)
+
+
+def _pick(room: Room, targets: list[Target], msg: Message) -> tuple[Target, Move] | None:
+    """The least loaded target with room for `msg`, and the move (counted)."""
+    for t in sorted(targets, key=lambda t: (t.queued, t.sim.id)):
+        move = room.take(msg, t)
+        if move is not None:
+            t.queued += move.segments
+            return t, move
+    return None
 
 
 def _rebalance(
-    session, sims, unavailable: dict[int, str], now: datetime, events: list, wakeups: list, moves: list[Move]
+    session,
+    room: Room,
+    sims,
+    unavailable: dict[int, str],
+    now: datetime,
+    events: list,
+    wakeups: list,
+    moves: list[Move],
 ) -> int:
     """Move unpinned queued messages from the longest queues to the shortest
     until no two sending SIMs differ by more than one message.
@@ -244,13 +275,12 @@ def _rebalance(
             continue
         msg = movable[donor].pop(0)
         t = targets[taker]
-        if not has_capacity(t.routing, t.usage or Usage(), msg.segments or 1):
+        move = room.take(msg, t)
+        if move is None:
             targets.pop(taker)
             movable[donor].insert(0, msg)
             continue
-        t.usage = t.usage or Usage()
-        t.usage.add(msg.segments or 1)
-        moves.append(Move(msg.segments or 1, donor, taker, msg.timestamp))
+        moves.append(move)
         msg.sim_card_id, msg.sender_sim, msg.sender = taker, t.sim.number, t.sim.number
         q.record(
             session,
@@ -275,95 +305,109 @@ def sweep_once(runtime: Runtime, router: Router, now: datetime | None = None) ->
     wakeups: list[Wakeup] = []
     moves: list[Move] = []
     counts = {"requeued": 0, "unknown": 0, "expired": 0, "rerouted": 0, "failed": 0, "rebalanced": 0}
-    with session_scope(runtime.sessionmaker) as session:
-        # 0. rows whose dates Python cannot read: failed, so nothing below trips on them
-        quarantined = q.quarantine_unreadable(session, source=SOURCE, now=now)
-        if quarantined:
-            counts["failed"] += len(quarantined)
-            session.flush()
-            events += session.scalars(select(Message).where(Message.id.in_([i for i, _ in quarantined]))).all()
+    holds: list[Hold] = []  # room taken in the Redis counters for the moves
+    try:
+        with session_scope(runtime.sessionmaker) as session:
+            room = Room(router, session, holds)
+            # 0. rows whose dates Python cannot read: failed, so nothing below trips on them
+            quarantined = q.quarantine_unreadable(session, source=SOURCE, now=now)
+            if quarantined:
+                counts["failed"] += len(quarantined)
+                session.flush()
+                events += session.scalars(select(Message).where(Message.id.in_([i for i, _ in quarantined]))).all()
 
-        # 1. leases
-        lapsed = session.scalars(
-            select(Message.id).where(Message.status == SENDING, Message.lease_until < now).limit(BATCH)
-        ).all()
-        if lapsed:
-            c = q.reclaim_expired_leases(session, source=SOURCE, now=now)
-            counts["requeued"], counts["unknown"] = c[QUEUED], c["unknown"]
-            session.flush()
-            events += session.scalars(select(Message).where(Message.id.in_(lapsed), Message.status != SENDING)).all()
-
-        # 2. validity and missing reports
-        due = session.scalars(
-            select(Message.id)
-            .where(
-                ((Message.status == QUEUED) & Message.expires_at.is_not(None) & (Message.expires_at <= now))
-                | ((Message.status == SENT) & (Message.sent_at < now - s.report_timeout))
-            )
-            .limit(2000)
-        ).all()
-        if due:
-            c = q.expire_due(session, report_timeout=s.report_timeout, source=SOURCE, now=now)
-            counts["expired"] = c["validity"] + c["no_report"]
-            session.flush()
-            events += session.scalars(select(Message).where(Message.id.in_(due), Message.status == EXPIRED)).all()
-
-        # 2b. no message waits forever; SIMs of long-gone modems stop taking work
-        overdue = expire_past_default_validity(session, s.default_validity, now)
-        events += overdue
-        counts["expired"] += len(overdue)
-        sims_changed = retire_absent_sims(session, s.sim_absent_after, now) + revive_returning_sims(session, now)
-
-        # 3. reroute or fail what waits on a SIM that cannot send
-        sims = session.execute(select(SimCard, Modem.online).outerjoin(Modem, Modem.id == SimCard.modem_id)).all()
-        unavailable = _unavailable_sims(session, sims)
-        if unavailable:
-            stuck = session.scalars(
-                select(Message)
-                .where(
-                    Message.status == QUEUED,
-                    Message.direction == "outbound",
-                    Message.sim_card_id.in_(list(unavailable)),
-                    (Message.send_at.is_(None)) | (Message.send_at <= now),
-                )
-                .order_by(Message.priority.desc(), Message.id)
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
+            # 1. leases
+            lapsed = session.scalars(
+                select(Message.id).where(Message.status == SENDING, Message.lease_until < now).limit(BATCH)
             ).all()
-            targets = _targets(session, sims, unavailable) if any(not m.pinned for m in stuck) else []
-            for msg in stuck:
-                old = msg.sim_card_id
-                if old is None:  # never: stuck is selected by its SIM
-                    continue
-                reason = unavailable[old]
-                if msg.pinned:
-                    if msg.on_unavailable == "fail":
-                        q.record(
-                            session, msg, FAILED, source=SOURCE, at=now, error_text=f"pinned SIM unavailable: {reason}"
-                        )
-                        events.append(msg)
-                        counts["failed"] += 1
-                    continue
-                target = _pick(targets, msg.segments or 1)
-                if target is None:
-                    continue  # waits until a SIM frees up, or until it expires
-                moves.append(Move(msg.segments or 1, old, target.id, msg.timestamp))
-                msg.sim_card_id = target.id
-                msg.sender_sim = target.number
-                msg.sender = target.number
-                q.record(
-                    session,
-                    msg,
-                    QUEUED,
-                    source=SOURCE,
-                    at=now,
-                    detail=f"rerouted from SIM {old} to SIM {target.id}: {reason}",
+            if lapsed:
+                c = q.reclaim_expired_leases(session, source=SOURCE, now=now)
+                counts["requeued"], counts["unknown"] = c[QUEUED], c["unknown"]
+                session.flush()
+                events += session.scalars(
+                    select(Message).where(Message.id.in_(lapsed), Message.status != SENDING)
+                ).all()
+
+            # 2. validity and missing reports
+            due = session.scalars(
+                select(Message.id)
+                .where(
+                    ((Message.status == QUEUED) & Message.expires_at.is_not(None) & (Message.expires_at <= now))
+                    | ((Message.status == SENT) & (Message.sent_at < now - s.report_timeout))
                 )
-                events.append(msg)
-                wakeups.append(Wakeup(target.modem_id, msg.id))
-                counts["rerouted"] += 1
-        # 4. keep every modem busy: even out the queues of the SIMs that can send
-        counts["rebalanced"] = _rebalance(session, sims, unavailable, now, events, wakeups, moves)
+                .limit(2000)
+            ).all()
+            if due:
+                c = q.expire_due(session, report_timeout=s.report_timeout, source=SOURCE, now=now)
+                counts["expired"] = c["validity"] + c["no_report"]
+                session.flush()
+                events += session.scalars(select(Message).where(Message.id.in_(due), Message.status == EXPIRED)).all()
+
+            # 2b. no message waits forever; SIMs of long-gone modems stop taking work
+            overdue = expire_past_default_validity(session, s.default_validity, now)
+            events += overdue
+            counts["expired"] += len(overdue)
+            sims_changed = retire_absent_sims(session, s.sim_absent_after, now) + revive_returning_sims(session, now)
+
+            # 3. reroute or fail what waits on a SIM that cannot send
+            sims = session.execute(select(SimCard, Modem.online).outerjoin(Modem, Modem.id == SimCard.modem_id)).all()
+            unavailable = _unavailable_sims(session, sims)
+            if unavailable:
+                stuck = session.scalars(
+                    select(Message)
+                    .where(
+                        Message.status == QUEUED,
+                        Message.direction == "outbound",
+                        Message.sim_card_id.in_(list(unavailable)),
+                        (Message.send_at.is_(None)) | (Message.send_at <= now),
+                    )
+                    .order_by(Message.priority.desc(), Message.id)
+                    .limit(BATCH)
+                    .with_for_update(skip_locked=True)
+                ).all()
+                targets = _targets(session, sims, unavailable) if any(not m.pinned for m in stuck) else []
+                for msg in stuck:
+                    old = msg.sim_card_id
+                    if old is None:  # never: stuck is selected by its SIM
+                        continue
+                    reason = unavailable[old]
+                    if msg.pinned:
+                        if msg.on_unavailable == "fail":
+                            q.record(
+                                session,
+                                msg,
+                                FAILED,
+                                source=SOURCE,
+                                at=now,
+                                error_text=f"pinned SIM unavailable: {reason}",
+                            )
+                            events.append(msg)
+                            counts["failed"] += 1
+                        continue
+                    picked = _pick(room, targets, msg)
+                    if picked is None:
+                        continue  # waits until a SIM frees up, or until it expires
+                    moves.append(picked[1])
+                    target = picked[0].sim
+                    msg.sim_card_id = target.id
+                    msg.sender_sim = target.number
+                    msg.sender = target.number
+                    q.record(
+                        session,
+                        msg,
+                        QUEUED,
+                        source=SOURCE,
+                        at=now,
+                        detail=f"rerouted from SIM {old} to SIM {target.id}: {reason}",
+                    )
+                    events.append(msg)
+                    wakeups.append(Wakeup(target.modem_id, msg.id))
+                    counts["rerouted"] += 1
+            # 4. keep every modem busy: even out the queues of the SIMs that can send
+            counts["rebalanced"] = _rebalance(session, room, sims, unavailable, now, events, wakeups, moves)
+    except BaseException:
+        router.release(holds)  # nothing moved: the room it took is free again
+        raise
 
     # Committed: the moved segments count for their new SIMs in Redis too, as in Postgres.
     router.moved(moves)
