@@ -28,8 +28,9 @@ without limits are not counted at all: routing to them costs no Redis call.
 Cancelling a queued message gives its segments back to the windows it was
 counted in if they are still current; a message whose commit fails gives its
 reservation back. A message the sweeper moves to another SIM takes its room
-there with the same script (Router.hold), in the current second. What the seeding cannot see is a reservation whose commit
-is still in flight at that moment (microseconds to milliseconds).
+there with the same script (Router.hold), in the current second. What the
+seeding cannot see is a reservation whose commit is still in flight at that
+moment (microseconds to milliseconds).
 
 """
 

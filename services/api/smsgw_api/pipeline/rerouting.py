@@ -154,6 +154,12 @@ def _pick(room: Room, targets: list[Target], msg: Message) -> tuple[Target, Move
     return None
 
 
+def _reroute(session, msg: Message, to: SimCard, detail: str, now: datetime) -> None:
+    """The message is on `to` now, and its history says why."""
+    msg.sim_card_id, msg.sender_sim, msg.sender = to.id, to.number, to.number
+    q.record(session, msg, QUEUED, source=SOURCE, at=now, detail=detail)
+
+
 def rebalance(
     session,
     room: Room,
@@ -225,15 +231,7 @@ def rebalance(
             movable[donor].insert(0, msg)
             continue
         moves.append(move)
-        msg.sim_card_id, msg.sender_sim, msg.sender = taker, t.sim.number, t.sim.number
-        q.record(
-            session,
-            msg,
-            QUEUED,
-            source=SOURCE,
-            at=now,
-            detail=f"rerouted from SIM {donor} to SIM {taker}: evening out the queues",
-        )
+        _reroute(session, msg, t.sim, f"rerouted from SIM {donor} to SIM {taker}: evening out the queues", now)
         events.append(msg)
         wakeups.append(Wakeup(t.sim.modem_id, msg.id))
         load[donor] -= 1
@@ -292,17 +290,7 @@ def reroute_stuck(
             continue  # waits until a SIM frees up, or until it expires
         moves.append(picked[1])
         target = picked[0].sim
-        msg.sim_card_id = target.id
-        msg.sender_sim = target.number
-        msg.sender = target.number
-        q.record(
-            session,
-            msg,
-            QUEUED,
-            source=SOURCE,
-            at=now,
-            detail=f"rerouted from SIM {old} to SIM {target.id}: {reason}",
-        )
+        _reroute(session, msg, target, f"rerouted from SIM {old} to SIM {target.id}: {reason}", now)
         events.append(msg)
         wakeups.append(Wakeup(target.modem_id, msg.id))
         rerouted += 1
