@@ -99,6 +99,14 @@ def test_events_made_while_redis_is_down_reach_every_dashboard_in_order_when_it_
 ):
     ids, modem_id, sim_id = outbound(BUFFER - 2)
     socks = [dashboards(people["carol"]) for _ in range(4)]  # spread over both API workers
+    # The leader waits for as many listeners as its last publish reached. A
+    # beat each socket hears was published after both processes subscribed
+    # (running_api waits for that), so it reached both. Killing Redis before
+    # any such beat tests nothing the gateway promises: found under CPU load,
+    # where the kill beat the first beat after the second subscription, the
+    # leader expected one listener and flushed while the other re-subscribed.
+    for sock in socks:
+        sock.wait_for("live_heartbeat", lambda d: d["audience"] == "viewer", timeout=5)
     redis_server.kill()
     try:
         say_sent(publisher, ids, modem_id, sim_id)
