@@ -74,6 +74,24 @@ def test_after_a_probe_even_a_cms_error_does_not_prove_that_nothing_left(link_to
     assert caught.value.submitted is True
 
 
+def test_a_probe_answered_before_its_write_returns_is_still_the_probes_answer(link_to):
+    """Found by make test under CPU load: the probe was counted only after
+    its write returned, so a modem that answered at once had its +CMS error
+    taken for the send's (a sure failure, resent: a possible duplicate)."""
+    _, link = link_to({"AT+CMGS=*": PROMPT, "PDU:0011AA": b"", "AT": b"\r\n+CMS ERROR: 500\r\n"})
+    write = link._write
+
+    def slow_return(data: bytes) -> None:
+        write(data)
+        if data == b"AT\r":
+            time.sleep(0.3)  # the answer is read before this write returns
+
+    link._write = slow_return
+    with pytest.raises(ModemTimeout) as caught:
+        link.command_with_data("AT+CMGS=2", "0011AA", timeout=30, probe_after=0.5)
+    assert caught.value.submitted is True
+
+
 def test_with_probing_off_only_the_limit_ends_the_wait_and_nothing_is_written_after_the_pdu(link_to):
     modem, link = link_to({"AT+CMGS=*": PROMPT, "PDU:0011AA": b"", "AT": OK})
     started = time.monotonic()

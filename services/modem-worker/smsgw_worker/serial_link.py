@@ -317,8 +317,10 @@ class SerialLink:
                 needed = probe_after if pending.probes == 0 else PROBE_REPEAT
                 due = max(self.last_rx, last_probe) + needed
                 if now >= due:
-                    self._write(b"AT\r")
+                    # Counted before it is written: a quick modem's answer must
+                    # never reach the reader as the send's own.
                     pending.probes += 1
+                    self._write(b"AT\r")
                     last_probe, due = now, now + PROBE_REPEAT
                     log.warning("no answer to %s for %.1fs: probing the modem with AT", pending.command, now - started)
                 wait = min(wait, max(0.05, due - now))
