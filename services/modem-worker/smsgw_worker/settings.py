@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -175,3 +176,14 @@ class WorkerSettings:
             or os.path.join(env_str("WORKER_DATA_DIR", DATA_DIR, environ), modem_id),
             journal_max_bytes=journal_bound(environ),
         )
+
+
+def touch_heartbeat(path: str) -> None:
+    """WORKER_HEARTBEAT_FILE: touched while the loop runs (the container's
+    health check reads its age); empty means none."""
+    if path:
+        try:
+            with open(path, "a"):
+                os.utime(path)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("cannot touch the heartbeat file %s: %s", path, exc)

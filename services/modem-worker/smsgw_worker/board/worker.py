@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
 import threading
 import time
@@ -58,6 +57,7 @@ from smsgw_common.models import (
 from smsgw_common.schemas import ModemCommand, ModemCommandReply, ModemState, OutboxWakeup, parse
 from smsgw_common.segments import analyze
 from smsgw_common.topics import Topics
+from smsgw_worker.settings import touch_heartbeat
 from smsgw_worker.worker.context import modem_bus
 
 from .protocol import (
@@ -220,13 +220,7 @@ class BoardWorker:
             self.want_claim = True
 
     def heartbeat(self) -> None:
-        path = self.settings.heartbeat_file
-        if path:
-            try:
-                with open(path, "a"):
-                    os.utime(path)
-            except OSError as exc:
-                log.warning("cannot touch the heartbeat file %s: %s", path, exc)
+        touch_heartbeat(self.settings.heartbeat_file)
 
     def shutdown(self) -> None:
         log.info("board worker stopping")

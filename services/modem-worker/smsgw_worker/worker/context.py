@@ -8,7 +8,6 @@ reports, commands, sweep) each hold it and keep no other shared state.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from smsgw_common.schemas import ModemState
 from smsgw_common.settings import MqttSettings
 from smsgw_common.topics import Topics
 from smsgw_worker.atmodem import ATModem, Identity
-from smsgw_worker.settings import WorkerSettings
+from smsgw_worker.settings import WorkerSettings, touch_heartbeat
 
 from .events import DirectDelivery, LoopEvent, MqttConnected
 from .journal import Journal
@@ -113,13 +112,7 @@ class WorkerContext:
         return self.modem
 
     def heartbeat(self) -> None:
-        path = self.settings.heartbeat_file
-        if path:
-            try:
-                with open(path, "a"):
-                    os.utime(path)
-            except OSError as exc:
-                log.warning("cannot touch the heartbeat file %s: %s", path, exc)
+        touch_heartbeat(self.settings.heartbeat_file)
 
     def publish_event(self, msg: Message, state: str, **extra: Any) -> None:
         payload = message_queue.event_of(msg, state, self.modem_id, **extra)
