@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the tests need on a fresh machine, then the whole suite:
 # Debian packages (gammu: an AT client nobody here wrote, for the emulator;
-# nginx and chromium: the dashboard tests), the virtualenv from the lock
+# nginx and chromium: the dashboard tests; iproute2 and iptables: the test
+# WAN of tests/fleet, which needs root), the virtualenv from the lock
 # (requirements/dev.txt, every file checked against its hash), the project.
 # Postgres, Mosquitto and Redis must already listen on 127.0.0.1 (README).
 set -euo pipefail
@@ -13,6 +14,8 @@ need=()
 command -v gammu >/dev/null || need+=(gammu)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
+command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -158,6 +158,9 @@ class MqttSettings:
     prefix: str
     tls: bool = False
     keepalive: int = 30
+    # The CA that signed the broker's certificate (a centre's own CA); None:
+    # the system's CAs. Setting it turns TLS on.
+    ca_file: str | None = None
 
     @classmethod
     def from_env(cls, service: str, environ: Environ | None = None) -> MqttSettings:
@@ -177,14 +180,18 @@ class MqttSettings:
         prefix = env_str("MQTT_PREFIX", "smsgw/", environ)
         if not prefix.endswith("/"):
             prefix += "/"
+        ca_file = env_value("MQTT_CA_FILE", environ) or None
+        if ca_file is not None and not os.path.isfile(ca_file):
+            raise SettingsError(f"MQTT_CA_FILE: no such file: {ca_file}")
         return cls(
             host=env_str("MQTT_HOST", "127.0.0.1", environ),
             port=env_int("MQTT_PORT", 1883, environ),
             username=username,
             password=password,
             prefix=prefix,
-            tls=env_bool("MQTT_TLS", False, environ),
+            tls=env_bool("MQTT_TLS", False, environ) or ca_file is not None,
             keepalive=env_int("MQTT_KEEPALIVE", 30, environ),
+            ca_file=ca_file,
         )
 
 

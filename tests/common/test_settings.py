@@ -140,3 +140,13 @@ def test_logging_set_up_with_an_empty_level_is_info(level):
     finally:
         root.handlers[:] = handlers
         root.setLevel(level_before)
+
+
+def test_a_ca_file_for_the_broker_turns_tls_on_and_must_exist(tmp_path):
+    ca = tmp_path / "centre-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = MqttSettings.from_env("modem-worker", {"MQTT_CA_FILE": str(ca)})
+    assert (settings.tls, settings.ca_file) == (True, str(ca))
+    assert MqttSettings.from_env("modem-worker", {}).tls is False
+    with pytest.raises(SettingsError, match="MQTT_CA_FILE: no such file"):
+        MqttSettings.from_env("modem-worker", {"MQTT_CA_FILE": str(tmp_path / "missing.pem")})

@@ -6,7 +6,8 @@ Unlike `MODEM_EMULATOR=generic python -m smsgw_worker run`, each process gets
 its own SIM identity, so several can run side by side. When EMU_STAMP_FILE is
 set, the wall-clock time at which each AT+CMGS reaches the modem is appended
 to it (the latency benchmark's far end). EMU_CONTROL_PORT serves the
-emulator's control API (inject an SMS, fail sends, ...); GET /sent lists
+emulator's control API (inject an SMS, fail sends, ...) on EMU_CONTROL_HOST
+(default 127.0.0.1); GET /sent lists
 the last EMU_KEEP sends (default 1000).
 """
 
@@ -51,7 +52,7 @@ def main() -> int:
         StampingEmulator.stamp_file = open(env["EMU_STAMP_FILE"], "a", buffering=1)  # noqa: SIM115
     emu.start()
     if env.get("EMU_CONTROL_PORT"):
-        serve(emu, "127.0.0.1", int(env["EMU_CONTROL_PORT"]))
+        serve(emu, env.get("EMU_CONTROL_HOST", "127.0.0.1"), int(env["EMU_CONTROL_PORT"]))
     os.environ["MODEM_DEVICE"] = emu.device
     settings = WorkerSettings.from_env()
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)

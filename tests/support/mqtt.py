@@ -24,7 +24,7 @@ class Listener:
     """Collects MQTT messages on some topics. Ready once the broker has
     acknowledged every subscription: nothing published after that is missed."""
 
-    def __init__(self, topics: list[str], timeout: float = 5.0):
+    def __init__(self, topics: list[str], timeout: float = 5.0, port: int = MQTT_PORT):
         self.messages: queue.Queue = queue.Queue()
         self.seen: list[tuple[str, dict, bool]] = []
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{secrets.token_hex(5)}")
@@ -55,7 +55,7 @@ class Listener:
         self.client.on_connect = on_connect
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
-        self.client.connect(MQTT_HOST, MQTT_PORT)
+        self.client.connect(MQTT_HOST, port)
         self.client.loop_start()
         assert subscribed.wait(timeout), f"mosquitto did not acknowledge subscriptions to {topics} within {timeout} s"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,25 +64,39 @@ class EmulatedWorker:
         self.service.stop()
 
 
-def launch_worker(env: dict, python: str, log_dir: Path, send_latency: float = 0.0, **extra) -> EmulatedWorker:
+def launch_worker(
+    env: dict,
+    python: str,
+    log_dir: Path,
+    send_latency: float = 0.0,
+    *,
+    fast: bool = True,
+    host: str = "127.0.0.1",
+    wrap: Callable[[list[str]], list[str]] = list,
+    **extra,
+) -> EmulatedWorker:
+    """`fast`: the suite's short timers (else production defaults); `host`
+    and `wrap`: the control server's address and a wrapper of the command,
+    for a worker in a test WAN's namespace (support/wan.py)."""
     modem_id = f"emu{secrets.token_hex(3)}"
     iccid = "8999" + "".join(str(secrets.randbelow(10)) for _ in range(15))
     number = "+1555" + "".join(str(secrets.randbelow(10)) for _ in range(7))
     port = free_port()
     worker_env = dict(
         env,
-        **WORKER_FAST,
+        **(WORKER_FAST if fast else {}),
         MODEM_ID=modem_id,
         EMU_ICCID=iccid,
         EMU_NUMBER=number,
+        EMU_CONTROL_HOST=host,
         EMU_CONTROL_PORT=str(port),
         EMU_SEND_LATENCY=str(send_latency),
         EMU_REPORT_DELAY="0.1",
         JOURNAL_DIR=str(log_dir / f"journal-{modem_id}"),
         **{k: str(v) for k, v in extra.items()},
     )
-    service = ServiceProcess([python, str(WORKER_SCRIPT)], worker_env, log_dir / f"{modem_id}.log")
-    return EmulatedWorker(modem_id, iccid, number, f"http://127.0.0.1:{port}", service)
+    service = ServiceProcess(wrap([python, str(WORKER_SCRIPT)]), worker_env, log_dir / f"{modem_id}.log")
+    return EmulatedWorker(modem_id, iccid, number, f"http://{host}:{port}", service)
 
 
 def wait_worker_ready(worker: EmulatedWorker, db_session, timeout: float = 20) -> None:

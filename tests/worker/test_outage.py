@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
+from support.private_postgres import PrivatePostgres
 
 from smsgw_common.models import MessageEvent, utcnow
 from smsgw_common.queue import RESTARTED_IN_DOUBT
@@ -23,7 +24,6 @@ from smsgw_worker.atmodem import ModemEvent
 from smsgw_worker.worker.journal import PDU, SENT, Journal
 from smsgw_worker.worker.replay import SENT_LATE
 
-from .private_postgres import PrivatePostgres
 from .worker_harness import Rig, wait_for
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from smsgw_api.core.runtime import Runtime
 from smsgw_api.pipeline.loop import WakeableLoop
+from smsgw_common.db import DEAD_LINK_ARGS
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,8 @@ class Leader(WakeableLoop):
             runtime.settings.database_url,
             poolclass=NullPool,
             isolation_level="AUTOCOMMIT",
-            connect_args={
-                "application_name": (APP_NAME_PREFIX + self.me)[:63],
-                # A leader whose host vanished must lose the lock within
-                # seconds, not after the kernel's two-hour keepalive default.
-                "keepalives": 1,
-                "keepalives_idle": 5,
-                "keepalives_interval": 2,
-                "keepalives_count": 3,
-                "connect_timeout": 5,
-            },
+            # A leader whose host vanished must lose the lock within seconds.
+            connect_args={**DEAD_LINK_ARGS, "application_name": (APP_NAME_PREFIX + self.me)[:63]},
         )
         self._conn: Connection | None = None
 

@@ -12,7 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from support.ports import free_port
+from .ports import free_port
+from .tls import ServerTls
 
 
 def pg_bindir() -> Path:
@@ -26,7 +27,19 @@ def pg_bindir() -> Path:
 
 
 class PrivatePostgres:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        listen: str | None = None,
+        trust: str | None = None,
+        max_connections: int = 100,
+        tls: ServerTls | None = None,
+    ) -> None:
+        """`listen`: an address to serve on besides 127.0.0.1 (a test WAN's
+        centre), `trust`: the network whose clients may connect there, only
+        over TLS if `tls` is given."""
+        self.listen = ",".join(a for a in ("127.0.0.1", listen) if a)
+        self.max_connections = max_connections
+        self.tls_opts = ""
         self.bindir = pg_bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="smsgw-private-pg-"))
         self.data = self.dir / "data"
@@ -36,6 +49,17 @@ class PrivatePostgres:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.port = free_port("25400-25499")
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        if tls:
+            # Postgres reads its key only if the server's user owns it, mode 0600.
+            for src, name in ((tls.cert, "server.pem"), (tls.key, "server.key")):
+                shutil.copy(src, self.dir / name)
+                (self.dir / name).chmod(0o600)
+                if self.user:
+                    os.chown(self.dir / name, pw.pw_uid, pw.pw_gid)
+            self.tls_opts = f" -c ssl=on -c ssl_cert_file={self.dir}/server.pem -c ssl_key_file={self.dir}/server.key"
+        if trust:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"{'hostssl' if tls else 'host'} all all {trust} trust\n")
         self.start()
 
     def _run(self, tool: str, *args: str) -> None:
@@ -48,11 +72,12 @@ class PrivatePostgres:
     def admin_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, host: str = "127.0.0.1") -> str:
+        return f"postgresql+psycopg2://postgres@{host}:{self.port}/{database}"
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=40 -c fsync=off"
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses={self.listen} -c fsync=off"
+        opts += f" -c max_connections={self.max_connections}{self.tls_opts}"
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "pg.log"), "-w", "-t", "60", "start")
 
     def stop_immediately(self) -> None:
