@@ -279,7 +279,9 @@ def main() -> int:
         unknown = [t for i, t in load.queued.items() if states.get(i) == "unknown"]
         sent_total = sum(transmitted[t] for t in load.queued.values())
         with Session() as s:
-            final_sim = dict(s.execute(select(Message.id, Message.sim_card_id).where(Message.direction == "outbound")))
+            final_sim = dict(
+                s.execute(select(Message.id, Message.sim_card_id).where(Message.direction == "outbound")).all()
+            )
         moved = sum(1 for i, sim in load.intended.items() if final_sim.get(i) != sim)
 
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores)")

@@ -123,6 +123,11 @@ class Modem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_seen_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+    # Where it is (docs/deployment.md, "Several sites"): None on the centre.
+    node: Mapped[str | None] = mapped_column(String(64))
+    site: Mapped[str | None] = mapped_column(String(64))
+    # Facts its worker holds in its journal, not yet in Postgres, at its last refresh.
+    journal_backlog: Mapped[int | None] = mapped_column(Integer)
 
 
 class SimCard(Base):

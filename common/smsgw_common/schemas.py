@@ -48,6 +48,9 @@ class ModemState(_Payload):
     queue_depth: int | None = None
     last_error: str | None = None
     reason: str | None = None  # why offline: "unplugged", "lwt", "shutdown", ...
+    node: str | None = Field(default=None, max_length=64)  # the edge node the worker runs on; None: the centre
+    site: str | None = Field(default=None, max_length=64)
+    journal_backlog: int | None = Field(default=None, ge=0)  # facts from the modem not yet in Postgres
 
 
 class ModemCommand(_Payload):

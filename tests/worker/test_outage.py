@@ -11,7 +11,7 @@ import secrets
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -65,6 +65,9 @@ def history(rig: Rig, message_id: int) -> list[tuple[str, str | None]]:
         ]
 
 
+HEARD_LATER = timedelta(seconds=3)  # well past the state the +CMGS itself may bring
+
+
 def test_a_reference_and_a_report_learned_while_postgres_is_down_end_delivered_not_unknown(
     private_pg, outage_db, mqtt_prefix, tmp_path
 ):
@@ -82,11 +85,17 @@ def test_a_reference_and_a_report_learned_while_postgres_is_down_end_delivered_n
         # The first PDU is written and its +CMGS not back yet: the database goes.
         wait_for(lambda: any(p.status == "submitting" for p in rig.parts(ids[0])), 15, lambda: "a part in flight")
         private_pg.stop_immediately()
-        stopped = time.monotonic()
+        stopped, down_at = time.monotonic(), datetime.now(UTC)
         inbound_text = f"received during the outage {secrets.token_hex(3)}"
         try:
             rig.emulator.wait_sent(1, timeout=10)  # +CMGS came, then its +CDS, all while Postgres was down
             rig.emulator.inject_sms("+15550002222", inbound_text)  # stored on the SIM, announced by +CMTI
+            # The broker still hears the modem throughout, and what its journal holds.
+            rig.mqtt.wait(
+                rig.topics.state(rig.modem_id),
+                lambda p: p.get("journal_backlog", 0) >= 1 and datetime.fromisoformat(p["ts"]) > down_at + HEARD_LATER,
+                timeout=10,
+            )
             time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
             # Not deleted from the SIM while the database cannot hold it.
             assert on_sim(rig) == [inbound_text], "deleted from the SIM before the database held it"

@@ -43,3 +43,12 @@ def test_bad_numbers_are_refused_with_the_setting_named(extra, message):
 
 def test_an_emulated_modem_needs_no_device():
     assert WorkerSettings.from_env({**BASE, "MODEM_DEVICE": "", "MODEM_EMULATOR": "quectel"}).emulator == "quectel"
+
+
+def test_an_edge_node_names_itself_and_its_site_and_a_bad_name_is_refused():
+    s = WorkerSettings.from_env({**BASE, "NODE_NAME": "berlin-1", "SITE": "de"})
+    assert (s.node, s.site) == ("berlin-1", "de")
+    assert (WorkerSettings.from_env(BASE).node, WorkerSettings.from_env(BASE).site) == (None, None)
+    for name, value in (("NODE_NAME", "berlin 1"), ("SITE", "de/<b>"), ("NODE_NAME", "n" * 65)):
+        with pytest.raises(SettingsError, match=f"{name} may only hold 1 to 64 letters"):
+            WorkerSettings.from_env({**BASE, name: value})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,8 +17,12 @@ from smsgw_common.settings import (
     env_int,
     env_secret,
     env_str,
+    env_value,
 )
 from smsgw_common.topics import check_id
+
+# A node's or a site's name, as shown in the dashboard and kept on the modem's row.
+PLACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _not_negative(name: str, value: float) -> float:
@@ -104,6 +109,10 @@ class WorkerSettings:
     # worker takes no new sends rather than risk losing a fact.
     journal_dir: str = ""
     journal_max_bytes: int = 64 * 1024 * 1024
+    # Where the modem is (docs/deployment.md, "Several sites"): the edge node
+    # its worker runs on and the site that node serves; None on the centre.
+    node: str | None = None
+    site: str | None = None
 
     @property
     def worker_id(self) -> str:
@@ -133,6 +142,12 @@ class WorkerSettings:
             pin = env_secret("MODEM_PIN", environ, required=False)
         if pin is not None and not (pin.isdigit() and 4 <= len(pin) <= 8):
             raise SettingsError("MODEM_PIN must be 4 to 8 digits")
+
+        def place(name: str) -> str | None:
+            value = env_value(name, environ)
+            if value is not None and not PLACE.fullmatch(value):
+                raise SettingsError(f"{name} may only hold 1 to 64 letters, digits, '.', '_' and '-': {value!r}")
+            return value
 
         def positive(name: str, default: float) -> float:
             value = env_float(name, default, environ)
@@ -172,6 +187,8 @@ class WorkerSettings:
             inbound_part_timeout=positive("WORKER_INBOUND_PART_TIMEOUT", 24 * 3600.0),
             inbound_duplicate_window=positive("WORKER_INBOUND_DUPLICATE_WINDOW", 24 * 3600.0),
             heartbeat_file=environ.get("WORKER_HEARTBEAT_FILE", ""),
+            node=place("NODE_NAME"),
+            site=place("SITE"),
             journal_dir=environ.get("JOURNAL_DIR")
             or os.path.join(env_str("WORKER_DATA_DIR", DATA_DIR, environ), modem_id),
             journal_max_bytes=journal_bound(environ),

@@ -114,6 +114,9 @@ def modem_status_payload(modem_id: str, st: ModemState) -> dict:
         "last_error": st.last_error,
         "queue_depth": st.queue_depth,
         "reason": st.reason,
+        "node": st.node,
+        "site": st.site,
+        "journal_backlog": st.journal_backlog,
         "timestamp": st.ts.isoformat(),
     }
 

@@ -5,7 +5,8 @@ Where each behaviour lives:
 - loop.py       `Worker`: the one thread that runs every step, its timers and its queue
 - events.py     what the serial reader and MQTT threads put on that queue
 - context.py    `WorkerContext`: settings, modem, database, bus, the SIM; publishing outcomes
-- lifecycle.py  opening and reopening the port, registering modem and SIM, health and state, recovery
+- lifecycle.py  opening and reopening the port, health and state, recovery
+- registry.py   the modem's and its SIM's rows, written as the modem comes up (with its node and site)
 - outbox.py     claiming, sending segments, recording send outcomes and retries
 - inbox.py      unsolicited lines, received SMS (stored or direct), reassembly, duplicates
 - reports.py    status reports matched to parts, messages settled as delivered or failed

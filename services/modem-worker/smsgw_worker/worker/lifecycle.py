@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from smsgw_common import queue as message_queue
@@ -24,6 +24,7 @@ from .context import Health, WorkerContext
 from .events import DirectDelivery, DirectPending, LinkFailed, Unsolicited
 from .inbox import Inbox
 from .journal import PDU, JournalError
+from .registry import register
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Lifecycle:
         ctx.identity = identity
         ctx.modem = modem
         try:
-            self._register(identity)
+            register(ctx, identity)
             # Online, but without +CNMI (say): the health says what is missing.
             ctx.last_error = modem.setup_problem or self.polling_note(modem)
             if modem.smsc() == "":
@@ -366,49 +367,14 @@ class Lifecycle:
         ctx.bus.stop()
         ctx.engine.dispose()
 
-    # -- the modem's and the SIM's rows ------------------------------------------
-    def _register(self, identity: Identity) -> None:
-        ctx = self.ctx
-        now = utcnow()
-        with ctx.Session.begin() as session:
-            row = session.get(Modem, ctx.modem_id)
-            if row is None:
-                row = Modem(id=ctx.modem_id)
-                session.add(row)
-            row.imei, row.device_path = identity.imei, ctx.device
-            row.manufacturer, row.model, row.firmware = identity.manufacturer, identity.model, identity.firmware
-            row.online, row.last_seen_at, row.last_error = True, now, None
-            session.flush()
-            sim = None
-            if identity.iccid:
-                sim = session.scalar(select(SimCard).where(SimCard.iccid == identity.iccid))
-                if sim is None and identity.number:
-                    # A SIM an admin created by number before any worker saw it.
-                    sim = session.scalar(
-                        select(SimCard).where(SimCard.number == identity.number, SimCard.iccid.is_(None))
-                    )
-            else:
-                sim = session.scalar(select(SimCard).where(SimCard.modem_id == ctx.modem_id).order_by(SimCard.id))
-            if sim is None:
-                sim = SimCard(status="active")
-                session.add(sim)
-            sim.iccid = identity.iccid or sim.iccid
-            sim.imsi = identity.imsi or sim.imsi
-            sim.modem_id = ctx.modem_id
-            sim.last_seen_at = now
-            if identity.number:
-                sim.number = identity.number
-            session.flush()
-            # A SIM that left this modem is no longer here.
-            session.execute(
-                update(SimCard).where(SimCard.modem_id == ctx.modem_id, SimCard.id != sim.id).values(modem_id=None)
-            )
-            ctx.sim_card_id, ctx.sim_number = sim.id, sim.number
-        ctx.offline_reason, ctx.last_error = None, None
-
+    # -- the modem's row ---------------------------------------------------------
     def mark_modem_row(self, online: bool) -> None:
         ctx = self.ctx
-        values: dict[str, object] = {"online": online, "last_error": ctx.last_error}
+        values: dict[str, object] = {
+            "online": online,
+            "last_error": ctx.last_error,
+            "journal_backlog": ctx.journal.count(),
+        }
         if online:
             values.update(
                 last_seen_at=utcnow(),
@@ -448,7 +414,13 @@ class Lifecycle:
                 ctx.rescan = True  # what came while there were no +CMTI
             if ctx.last_error in (None, before):
                 ctx.last_error = modem.setup_problem
-        self.mark_modem_row(online=True)
+        try:
+            self.mark_modem_row(online=True)
+        except SQLAlchemyError:
+            # Postgres away (or the WAN to it): the broker may still be
+            # there, and its dashboards hear the modem and its journal's backlog.
+            self.publish_state()
+            raise
         usage = modem.storage_usage()
         reports = modem.report_storage_usage() if modem.report_storage else None
         if ctx.rescan or (usage and usage.used > 0) or (reports and reports.used > 0):
@@ -495,6 +467,9 @@ class Lifecycle:
             queue_depth=depth,
             last_error=ctx.last_error,
             reason=None if online else ctx.offline_reason,
+            node=ctx.settings.node,
+            site=ctx.settings.site,
+            journal_backlog=ctx.journal.count(),
         )
 
     def publish_state(self) -> None:

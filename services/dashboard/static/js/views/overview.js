@@ -19,7 +19,7 @@ export function render(main, { socket }) {
       counters[st] = h("span", { class: "n", id: `count-${st}` }, "–");
       return h("div", { class: "card counter" }, counters[st], h("span", { class: "l" }, `${st} today`));
     }));
-  const cards = h("div", { class: "grid", id: "modem-cards" });
+  const cards = h("div", { id: "modem-cards" });
   const problemsOut = h("div", { id: "problems-box" });
   const feed = h("ul", { class: "feed", id: "feed", "aria-live": "polite" });
   const modems = new Map();
@@ -71,12 +71,37 @@ export function render(main, { socket }) {
       h("h3", null, h("span", null, String(m.modem_id)), onlineBadge(m.online)), dl);
   }
 
+  // With edge nodes (docs/deployment.md, "Several sites"), one group per
+  // node: whether the centre hears it, and what its workers have not yet
+  // recorded (their journals). Without, the cards as one grid.
+  function nodeGroup(node, list) {
+    const up = list.filter((m) => m.online).length;
+    const backlog = list.reduce((n, m) => n + (Number(m.journal_backlog) || 0), 0);
+    const site = list.find((m) => m.site)?.site;
+    const link = up ? "link up" : "link lost";
+    return h("section", { class: "node-group", "data-node": node || "", "aria-label": node ? `Node ${node}` : "Centre" },
+      h("h3", null, node ? `Node ${node}` : "Centre", site ? h("span", { class: "node-site" }, ` · site ${site}`) : null),
+      h("p", { class: "node-summary" },
+        h("span", { class: up ? "badge badge-online" : "badge badge-offline", "data-k": "link" }, link), " ",
+        `${up} of ${list.length} modems online · journal backlog `,
+        h("span", { "data-k": "journal_backlog" }, String(backlog))),
+      h("div", { class: "grid" }, list.map(card)));
+  }
+
   function drawCards() {
     if (!modems.size) {
       replace(cards, h("p", { class: "empty" }, "No modem has reported yet."));
       return;
     }
-    replace(cards, [...modems.values()].sort((a, b) => String(a.modem_id).localeCompare(String(b.modem_id))).map(card));
+    const sorted = [...modems.values()].sort((a, b) => String(a.modem_id).localeCompare(String(b.modem_id)));
+    if (!sorted.some((m) => m.node)) {
+      replace(cards, h("div", { class: "grid" }, sorted.map(card)));
+      return;
+    }
+    const nodes = new Map();
+    sorted.forEach((m) => nodes.set(m.node || "", [...(nodes.get(m.node || "") || []), m]));
+    const names = [...nodes.keys()].sort((a, b) => (a === "" ? -1 : b === "" ? 1 : a.localeCompare(b)));
+    replace(cards, names.map((n) => nodeGroup(n, nodes.get(n))));
   }
 
   async function loadModems() {
