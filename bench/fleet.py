@@ -284,6 +284,7 @@ def main() -> int:
             )
         moved = sum(1 for i, sim in load.intended.items() if final_sim.get(i) != sim)
 
+        centre_parts = "Postgres, Mosquitto" + ("" if pipeline is None else ", pipeline")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores)")
         for node in cut:
             r, o = resume.get(node), online.get(node)
@@ -294,7 +295,7 @@ def main() -> int:
                 else f"node {node}: next send {r} s, online {o} s (None: not within 120 s)"
             )
         print(
-            f"centre (Postgres + Mosquitto) over {elapsed:.0f} s: CPU {100 * (cpu1 - cpu0) / elapsed:.1f} % of one "
+            f"centre ({centre_parts}) over {elapsed:.0f} s: CPU {100 * (cpu1 - cpu0) / elapsed:.1f} % of one "
             f"core, {100 * (cpu1 - cpu0) / elapsed * 100 / modems:.1f} % per 100 modems; PSS {pss:.0f} MB, "
             f"{pss * 100 / modems:.0f} MB per 100 modems"
         )

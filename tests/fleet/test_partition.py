@@ -30,7 +30,7 @@ from support.waits import wait_until
 from support.wan import Wan
 from support.workers import EmulatedWorker, launch_worker, wait_worker_ready
 
-from smsgw_common.models import Message, utcnow
+from smsgw_common.models import Message, MessagePart, utcnow
 
 # How long the link stays cut; the bench runs the issue's 10 minutes
 # (bench/fleet.py). Long enough for every timer of the worker to run into it.
@@ -85,6 +85,17 @@ def status(Session, message_id: int) -> str:
         return s.get(Message, message_id).status
 
 
+def submitting(Session, message_id: int) -> bool:
+    """Its part is committed as written to the modem (before AT+CMGS)."""
+    with Session() as s:
+        return (
+            s.scalar(
+                select(MessagePart.id).where(MessagePart.message_id == message_id, MessagePart.status == "submitting")
+            )
+            is not None
+        )
+
+
 def transmitted(worker: EmulatedWorker) -> collections.Counter[str]:
     return collections.Counter(record["text"] for record in worker.sent())
 
@@ -129,7 +140,7 @@ def test_a_node_cut_off_from_the_centre_keeps_every_fact_sends_nothing_twice_and
         # and its status report come while the centre is out of reach.
         control(worker, "/latency", {"seconds": 3.0})
         in_modem = queue(Session, sim_id, worker.number, "in the modem when the link goes")
-        wait_until(lambda: status(Session, in_modem) == "sending", 20, 0.1, "the send to be claimed")
+        wait_until(lambda: submitting(Session, in_modem), 20, 0.05, "the send to be in the modem")
         wan.cut(0, [pg.port, mq.port])
         cut_at = time.monotonic()
 

@@ -74,6 +74,9 @@ class Lifecycle:
             return step()
         except Exception as exc:
             self.recover(exc)
+            # A step that failed and returned is a loop that turns: with the
+            # database out of reach, one iteration may wait out several timeouts.
+            self.ctx.heartbeat()
             return None
 
     def recover(self, exc: Exception) -> None:
