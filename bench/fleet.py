@@ -51,6 +51,7 @@ from sqlalchemy.orm import sessionmaker
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from support.mqtt import Listener  # noqa: E402
+from support.pipeline import add_outbound  # noqa: E402
 from support.private_mosquitto import PrivateMosquitto  # noqa: E402
 from support.private_postgres import PrivatePostgres  # noqa: E402
 from support.tls import make_server_tls  # noqa: E402
@@ -97,21 +98,9 @@ class Load(threading.Thread):
             n += 1
             text = f"out {n} via {w.modem_id}"
             try:
-                with self.Session.begin() as s:
-                    msg = Message(
-                        direction="outbound",
-                        sender=w.number,
-                        recipient="+15550001111",
-                        message=text,
-                        status="queued",
-                        queued_at=utcnow(),
-                        sim_card_id=w.sim_id,
-                        sender_sim=w.number,
-                    )
-                    s.add(msg)
-                    s.flush()
-                    self.queued[msg.id] = text
-                    self.intended[msg.id] = w.sim_id
+                message_id = add_outbound(self.Session, w.sim_id, None, text, sender=w.number, queued_at=utcnow())
+                self.queued[message_id] = text
+                self.intended[message_id] = w.sim_id
             except Exception as exc:  # the centre's own database is not cut: say so, go on
                 self.errors.append(f"queue: {exc}")
             if time.monotonic() >= next_inbound:

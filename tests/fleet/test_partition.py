@@ -23,6 +23,7 @@ import requests
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 from support.mqtt import Listener
+from support.pipeline import add_outbound
 from support.private_mosquitto import PrivateMosquitto
 from support.private_postgres import PrivatePostgres
 from support.tls import make_server_tls
@@ -62,22 +63,9 @@ def centre(tmp_path_factory):
         wan.close()
 
 
-def queue(Session, sim_id: int, number: str, text: str) -> int:
-    """A message as the centre's API commits it."""
-    with Session.begin() as s:
-        msg = Message(
-            direction="outbound",
-            sender=number,
-            recipient="+15550001111",
-            message=text,
-            status="queued",
-            queued_at=utcnow(),
-            sim_card_id=sim_id,
-            sender_sim=number,
-        )
-        s.add(msg)
-        s.flush()
-        return msg.id
+def queue(Session, worker: EmulatedWorker, text: str) -> int:
+    """A message for the worker's SIM, as the centre's API commits it."""
+    return add_outbound(Session, worker.sim_id, None, text, sender=worker.number, queued_at=utcnow())
 
 
 def status(Session, message_id: int) -> str:
@@ -133,19 +121,19 @@ def test_a_node_cut_off_from_the_centre_keeps_every_fact_sends_nothing_twice_and
         # The modem's health as the centre's broker has it: what routing acts on.
         state_topic = f"{env['MQTT_PREFIX']}modems/{worker.modem_id}/state"
         centre_view = Listener([state_topic], port=mq.port)
-        before = queue(Session, sim_id, worker.number, "before the cut")
+        before = queue(Session, worker, "before the cut")
         wait_until(lambda: status(Session, before) == "delivered", 20, 0.2, "the first message to be delivered")
 
         # A send the modem is still busy with when the link goes: its +CMGS
         # and its status report come while the centre is out of reach.
         control(worker, "/latency", {"seconds": 3.0})
-        in_modem = queue(Session, sim_id, worker.number, "in the modem when the link goes")
+        in_modem = queue(Session, worker, "in the modem when the link goes")
         wait_until(lambda: submitting(Session, in_modem), 20, 0.05, "the send to be in the modem")
         wan.cut(0, [pg.port, mq.port])
         cut_at = time.monotonic()
 
         worker.inject("+4915112345678", "received during the cut")
-        during = queue(Session, sim_id, worker.number, "queued during the cut")
+        during = queue(Session, worker, "queued during the cut")
         wait_until(
             lambda: transmitted(worker)["in the modem when the link goes"] == 1, 15, 0.2, "the send in the modem"
         )
