@@ -180,7 +180,7 @@ class MqttSettings:
         prefix = env_str("MQTT_PREFIX", "smsgw/", environ)
         if not prefix.endswith("/"):
             prefix += "/"
-        ca_file = env_value("MQTT_CA_FILE", environ) or None
+        ca_file = env_value("MQTT_CA_FILE", environ)
         if ca_file is not None and not os.path.isfile(ca_file):
             raise SettingsError(f"MQTT_CA_FILE: no such file: {ca_file}")
         return cls(

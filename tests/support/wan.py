@@ -56,7 +56,6 @@ class Wan:
         self.bridge = f"sgw{self.tag}b"
         self.namespaces: list[str] = []
         self.addresses: list[str] = []
-        self.cut_ports: dict[int, Sequence[int]] = {}
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
             _ip("addr", "add", f"{self.centre}/24", "dev", self.bridge)
@@ -91,12 +90,10 @@ class Wan:
         for port in ports:
             self._iptables(node, "-A", "OUTPUT", "-d", self.centre, "-p", "tcp", "--dport", str(port), "-j", "DROP")
             self._iptables(node, "-A", "INPUT", "-s", self.centre, "-p", "tcp", "--sport", str(port), "-j", "DROP")
-        self.cut_ports[node] = ports
 
     def restore(self, node: int) -> None:
         self._iptables(node, "-F", "OUTPUT")
         self._iptables(node, "-F", "INPUT")
-        self.cut_ports.pop(node, None)
 
     def close(self) -> None:
         for ns in self.namespaces:
