@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -167,8 +168,10 @@ class Message(Base):
     # The SIM's number when the message was routed or received (seed field).
     sender_sim: Mapped[str | None] = mapped_column(String(32))
     pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
-    # For a pinned SIM that goes offline or runs out: "wait" for it, or "fail".
+    # For a pinned SIM (or site) that goes offline or runs out: "wait" for it, or "fail".
     on_unavailable: Mapped[str] = mapped_column(String(8), default="wait", server_default="wait")
+    # Bound by the client to SIMs of this site (modems.site); None: any site.
+    site: Mapped[str | None] = mapped_column(String(64))
     priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     send_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
@@ -414,6 +417,21 @@ class WebhookDelivery(Base):
         UniqueConstraint("webhook_id", "event_id"),
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         Index("ix_webhook_deliveries_hook", "webhook_id", "id"),
+    )
+
+
+class SitePrefix(Base):
+    """Recipients starting with `prefix` prefer SIMs of `site` (domain/routing.py)."""
+
+    __tablename__ = "site_prefixes"
+
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint("prefix ~ '^[+][0-9]{1,15}$'", name="ck_site_prefixes_prefix"),
+        CheckConstraint("site ~ '^[A-Za-z0-9._-]{1,64}$'", name="ck_site_prefixes_site"),
     )
 
 

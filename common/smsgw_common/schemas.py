@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from smsgw_common.topics import NAME_PATTERN
+
 log = logging.getLogger(__name__)
 
 
@@ -48,8 +50,9 @@ class ModemState(_Payload):
     queue_depth: int | None = None
     last_error: str | None = None
     reason: str | None = None  # why offline: "unplugged", "lwt", "shutdown", ...
-    node: str | None = Field(default=None, max_length=64)  # the edge node the worker runs on; None: the centre
-    site: str | None = Field(default=None, max_length=64)
+    # Where the modem is (docs/deployment.md, "Several sites"); None: the centre.
+    node: str | None = Field(default=None, pattern=f"^{NAME_PATTERN}$")
+    site: str | None = Field(default=None, pattern=f"^{NAME_PATTERN}$")
     journal_backlog: int | None = Field(default=None, ge=0)  # facts from the modem not yet in Postgres
 
 

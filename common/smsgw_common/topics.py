@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# An id, or a node's or a site's name: no MQTT wildcard or separator, and
+# safe in a URL, a log line and a label. fullmatch: `$` alone lets a trailing
+# newline through.
+NAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+NAME = re.compile(NAME_PATTERN)
 
 
 def check_id(value: str) -> str:
     """Topic segments must not carry MQTT wildcards or separators."""
-    if not _SAFE_ID.match(value):
+    if not NAME.fullmatch(value):
         raise ValueError(f"invalid id for an MQTT topic: {value!r}")
     return value
 

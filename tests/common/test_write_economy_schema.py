@@ -96,7 +96,7 @@ def fill_a_little(engine) -> dict[str, list]:
 def snapshot(engine) -> dict[str, list]:
     with engine.connect() as conn:
         return {
-            table: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
+            table: [dict(r._mapping) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
             for table in ("messages", "message_parts", "message_events", "logs")
         }
 
@@ -124,7 +124,10 @@ def test_the_migration_keeps_every_row_on_upgrade_and_downgrade(scratch):
     assert table_options(engine)["message_parts"] is None
 
     command.upgrade(cfg, "head")
-    assert snapshot(engine) == rows
+    # Later migrations may add columns; every value that was there is kept.
+    assert {
+        t: [{k: r[k] for k in old[0]} for r in now] for (t, now), old in zip(snapshot(engine).items(), rows.values())
+    } == rows
 
 
 def test_the_migrations_leave_the_schema_the_models_describe(scratch):

@@ -32,6 +32,7 @@ from smsgw_api.routes import (
     openapi,
     optouts,
     simcards,
+    sites,
     sms,
     statistics,
     users,
@@ -68,6 +69,7 @@ def create_app(config: dict | None = None) -> Flask:
     live.init_app(app)
     webhooks.init_app(app)
     optouts.init_app(app)
+    sites.init_app(app)
     return app
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,10 +18,7 @@ from smsgw_common.settings import (
     env_str,
     env_value,
 )
-from smsgw_common.topics import check_id
-
-# A node's or a site's name, as shown in the dashboard and kept on the modem's row.
-PLACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+from smsgw_common.topics import NAME, check_id
 
 
 def _not_negative(name: str, value: float) -> float:
@@ -145,7 +141,7 @@ class WorkerSettings:
 
         def place(name: str) -> str | None:
             value = env_value(name, environ)
-            if value is not None and not PLACE.fullmatch(value):
+            if value is not None and not NAME.fullmatch(value):
                 raise SettingsError(f"{name} may only hold 1 to 64 letters, digits, '.', '_' and '-': {value!r}")
             return value
 

@@ -25,6 +25,7 @@ class Sim:
     limit_per_minute: int | None
     limit_per_day: int | None
     limit_per_month: int | None
+    site: str | None = None  # its modem's site (modems.site); None: the centre's, or not known
 
     @property
     def limited(self) -> bool:
@@ -62,6 +63,8 @@ class RouteRequest(NamedTuple):
     segments: int
     sim_card_id: int | None  # pinned by the client; None: the gateway chooses
     on_unavailable: str  # "wait" | "fail"
+    site: str | None = None  # bound by the client to SIMs of this site
+    recipient: str | None = None  # its prefix may prefer a site (site_prefixes)
 
 
 class Candidate(NamedTuple):
@@ -74,6 +77,32 @@ class PlanItem(NamedTuple):
     segments: int
     pin: int  # index into the candidates, or -1: auto-routed
     force: bool  # pinned with on_unavailable=wait: queued there even over its limits
+    site: str | None = None  # auto-routed: SIMs of this site first
+    strict: bool = False  # ... and only them
+
+
+PREFIX_MAX = 16  # "+" and up to 15 digits: an E.164 number at most
+
+
+def preferred_site(prefixes: dict[str, str], recipient: str | None) -> str | None:
+    """The site of the longest prefix (site_prefixes) the recipient starts with."""
+    if not recipient or not prefixes:
+        return None
+    for end in range(min(len(recipient), PREFIX_MAX), 1, -1):
+        site = prefixes.get(recipient[:end])
+        if site is not None:
+            return site
+    return None
+
+
+def preference(sim: Sim, queued: int, auto: bool, item: PlanItem) -> tuple[int, int, int, int] | None:
+    """How well `sim` suits an auto-routed item, lower is better; None: not
+    at all. Online first, so that a site that cannot send does not hold a
+    message it merely prefers; then the item's site; then the shortest queue.
+    RESERVE (domain/limits.py) has the same order in Lua."""
+    if not auto or (item.strict and sim.site != item.site):
+        return None
+    return (sim.rank, 0 if item.site is None or sim.site == item.site else 1, queued, sim.id)
 
 
 class CounterChange(NamedTuple):

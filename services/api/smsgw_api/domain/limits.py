@@ -68,10 +68,12 @@ _SEED_SQL = text(
 
 # KEYS: three per limited SIM (minute hash, day counter, month counter).
 # ARGV[1]: JSON {now, dttl, mttl, sims: [{id, rank, q, k, lim?: [m, d, mo] (-1 = none),
-#   seed?: {m: [[second, n], ...], d, mo}, auto}], items: [{n, pin (sim index or 0), force}]}
+#   seed?: {m: [[second, n], ...], d, mo}, auto, site ('' = none)}],
+#   items: [{n, pin (sim index or 0), force, site ('' = none), strict}]}
 # `k` is the SIM's key triple (0: no limits, not counted). Auto-routed items
-# take the fitting SIM with the lowest (rank, q, id); a pinned item its SIM if
-# it fits, or whatever its counters say with `force` (on_unavailable=wait: it
+# take the fitting SIM with the lowest (rank, site miss, q, id), only SIMs of
+# their site if `strict` (capacity.preference); a pinned item its SIM if it
+# fits, or whatever its counters say with `force` (on_unavailable=wait: it
 # is queued there anyway). All items fit or nothing is written.
 # Returns {'ok', sim index per item} | {'full', item index} | {'seed', k...}.
 RESERVE = """
@@ -126,18 +128,29 @@ local function fits(i, n)
   end
   return true
 end
+local function preference(s, it)
+  if s.auto ~= 1 or (it.strict == 1 and s.site ~= it.site) then return nil end
+  local miss = 0
+  if it.site ~= '' and s.site ~= it.site then miss = 1 end
+  return {s.rank, miss, s.q, s.id}
+end
+local function better(x, y)
+  for w = 1, 4 do
+    if x[w] ~= y[w] then return x[w] < y[w] end
+  end
+  return false
+end
 local picks, add = {'ok'}, {}
 for j, it in ipairs(a.items) do
   local best = nil
   if it.pin > 0 then
     if it.force == 1 or fits(it.pin, it.n) then best = it.pin end
   else
+    local best_key = nil
     for i, s in ipairs(sims) do
-      if s.auto == 1 and fits(i, it.n) then
-        local b = best and sims[best]
-        if not b or s.rank < b.rank or (s.rank == b.rank and (s.q < b.q or (s.q == b.q and s.id < b.id))) then
-          best = i
-        end
+      local key = preference(s, it)
+      if key and fits(i, it.n) and (not best_key or better(key, best_key)) then
+        best, best_key = i, key
       end
     end
   end
@@ -274,7 +287,14 @@ class Counters:
         keys: list[str] = []
         entries: list[dict[str, Any]] = []
         for sim, queued, auto in sims:
-            entry: dict[str, Any] = {"id": sim.id, "rank": sim.rank, "q": queued, "k": 0, "auto": 1 if auto else 0}
+            entry: dict[str, Any] = {
+                "id": sim.id,
+                "rank": sim.rank,
+                "q": queued,
+                "k": 0,
+                "auto": 1 if auto else 0,
+                "site": sim.site or "",
+            }
             if sim.limited:
                 keys.extend(self.keys(sim.id, w))
                 entry["k"] = len(keys) // 3
@@ -286,7 +306,16 @@ class Counters:
             "mttl": w.month_ttl,
             "minute_ttl": MINUTE_TTL,
             "sims": entries,
-            "items": [{"n": n, "pin": pin + 1, "force": 1 if force else 0} for n, pin, force in items],
+            "items": [
+                {
+                    "n": it.segments,
+                    "pin": it.pin + 1,
+                    "force": 1 if it.force else 0,
+                    "site": it.site or "",
+                    "strict": 1 if it.strict else 0,
+                }
+                for it in items
+            ],
         }
         script = self._script("reserve", RESERVE)
         for _ in range(3):

@@ -29,6 +29,7 @@ _COLUMNS = (
     ("ip", "text"),
     ("request_id", "text"),
     ("on_unavailable", "text"),
+    ("site", "text"),
 )
 # Any number of messages in one round trip: each row with its first history
 # event and its audit entry. A recipient on the opt-out list gets no row
@@ -42,10 +43,10 @@ WITH v AS (
 ), m AS (
     INSERT INTO messages (id, direction, sender, recipient, message, status, encoding, segments, sim_card_id,
                           sender_sim, pinned, priority, send_at, expires_at, idempotency_key, request_hash,
-                          batch_id, user_id, api_key_id, on_unavailable, timestamp, queued_at, updated_at)
+                          batch_id, user_id, api_key_id, on_unavailable, site, timestamp, queued_at, updated_at)
     SELECT id, 'outbound', sender, recipient, message, 'queued', encoding, segments, sim_card_id,
            sender, pinned, priority, send_at, expires_at, idem_key, req_hash,
-           batch_id, user_id, api_key_id, on_unavailable, now(), now(), now()
+           batch_id, user_id, api_key_id, on_unavailable, site, now(), now(), now()
     FROM v WHERE NOT EXISTS (SELECT 1 FROM opt_outs o WHERE o.number = v.recipient)
     ORDER BY ord
     RETURNING id, timestamp

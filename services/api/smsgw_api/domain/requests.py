@@ -36,6 +36,7 @@ from smsgw_api.domain.accounts import MIN_PASSWORD_LENGTH, USERNAME_PATTERN
 from smsgw_api.domain.numbers import MAX_NUMBER_LENGTH, e164
 from smsgw_api.domain.webhooks import EVENT_TYPES
 from smsgw_common.models import PRIORITIES, ROLES
+from smsgw_common.topics import NAME_PATTERN
 
 # --- windows (docs/api-contract.md) ---------------------------------------------------
 
@@ -152,6 +153,17 @@ ExpiresAt = Annotated[datetime, Window(future=EXPIRES_AT_FUTURE, description="gi
 
 class SendOptions(RequestModel):
     sim_card_id: SimRef = None
+    site: (
+        Annotated[
+            str,
+            LINE,
+            Field(
+                pattern=f"^{NAME_PATTERN}$",
+                description="send only through SIMs of this site (a modem's SITE); not with sim_card_id",
+            ),
+        ]
+        | None
+    ) = None
     priority: Priority = "normal"
     send_at: Annotated[SendAt | None, BLANK_IS_NONE] = None
     expires_at: Annotated[ExpiresAt | None, BLANK_IS_NONE] = None
@@ -309,6 +321,30 @@ class SimCardBody(StrictRequestModel):
         if isinstance(data, dict) and isinstance(data.get("number"), str) and not data["number"].strip():
             return {k: v for k, v in data.items() if k != "number"} | {"number": None}
         return data
+
+
+# --- sites --------------------------------------------------------------------------------
+
+MAX_SITE_PREFIXES = 1000
+SiteName = Annotated[str, LINE, Field(pattern=f"^{NAME_PATTERN}$", description="a modem's SITE")]
+
+
+def _prefix(value: str) -> str:
+    digits = value[1:] if value.startswith("+") else value[2:] if value.startswith("00") else None
+    if digits is None or not digits.isascii() or not digits.isdigit() or not 1 <= len(digits) <= 15:
+        raise ValueError("a number prefix with its country code: + (or 00) and 1 to 15 digits, e.g. +49")
+    return "+" + digits
+
+
+class SitePrefix(StrictRequestModel):
+    prefix: Annotated[str, LINE, Field(max_length=17), AfterValidator(_prefix)]
+    site: SiteName
+
+
+class SitePrefixes(StrictRequestModel):
+    """PUT /api/sites/prefixes: the whole list, replacing the one before."""
+
+    prefixes: Annotated[list[SitePrefix], Field(max_length=MAX_SITE_PREFIXES)]
 
 
 class AddOptOut(RequestModel):

@@ -6,6 +6,13 @@ queue or to be told now. Otherwise the router takes an active SIM, online
 ones first, with capacity left under its per-minute/day/month limits (counted
 in segments), and the fewest queued segments.
 
+Sites (docs/deployment.md, "Several sites"): a SIM is at its modem's site. A
+message bound to a site (`site`) goes only to SIMs there, and waits or fails
+as `on_unavailable` says when none of them is online. A recipient whose
+number starts with a prefix in `site_prefixes` (longest match) prefers that
+site's SIMs: among online SIMs they come first, but an online SIM elsewhere
+beats an offline one there (`capacity.preference`).
+
 Queue depth (which SIM is least loaded) comes from a snapshot per process,
 refreshed at most every ROUTING_CACHE_SECONDS plus what the process routed
 since: a stale depth only spreads load a little less evenly (the sweeper
@@ -42,6 +49,8 @@ from smsgw_api.domain.capacity import (
     Sim,
     Usage,
     has_capacity,
+    preference,
+    preferred_site,
     usage_of,
 )
 from smsgw_api.domain.limits import Counters, LimitsUnavailable, connected
@@ -57,20 +66,22 @@ class Snapshot:
     sims: dict[int, Sim]
     queued: dict[int, int]
     usage: dict[int, Usage] | None = field(default=None)  # only while Redis is down
+    prefixes: dict[str, str] = field(default_factory=dict)  # recipient prefix -> preferred site
 
 
 _SIMS_SQL = text(
     "SELECT s.id, s.number, s.status, s.modem_id, coalesce(m.online, false) AS online, "
-    "s.limit_per_minute, s.limit_per_day, s.limit_per_month "
+    "s.limit_per_minute, s.limit_per_day, s.limit_per_month, m.site "
     "FROM sim_cards s LEFT JOIN modems m ON m.id = s.modem_id WHERE s.status = 'active'"
 )
 _QUEUED_SQL = text(
     "SELECT sim_card_id, sum(segments) AS segments FROM messages "
     "WHERE status = 'queued' AND sim_card_id IS NOT NULL GROUP BY sim_card_id"
 )
+_PREFIXES_SQL = text("SELECT prefix, site FROM site_prefixes")
 _PINNED_SQL = text(
     "SELECT s.id, s.number, s.status, s.modem_id, coalesce(m.online, false) AS online, "
-    "s.limit_per_minute, s.limit_per_day, s.limit_per_month "
+    "s.limit_per_minute, s.limit_per_day, s.limit_per_month, m.site "
     "FROM sim_cards s LEFT JOIN modems m ON m.id = s.modem_id WHERE s.id = :id"
 )
 
@@ -130,7 +141,8 @@ class Router:
         usage = None
         if self._redis_down or self.counters is None:
             usage = usage_of(conn, [s.id for s in sims.values() if s.limited])
-        return Snapshot(time.monotonic(), sims, queued, usage)
+        prefixes = {r.prefix: r.site for r in conn.execute(_PREFIXES_SQL)}
+        return Snapshot(time.monotonic(), sims, queued, usage, prefixes)
 
     def snapshot(self, conn) -> Snapshot:
         """`conn` is a connection, or a context manager factory giving one
@@ -180,10 +192,12 @@ class Router:
             return exc
 
         pins: dict[int, Sim] = {}
-        for index, (_segments, pin, on_unavailable) in enumerate(items):
+        for index, (_segments, pin, on_unavailable, site, _recipient) in enumerate(items):
             if pin is None:
                 if not snap.sims:
                     raise at(index, connected(conn, no_sim_error))
+                if site is not None:
+                    _check_site(snap, site, on_unavailable, lambda exc, index=index: at(index, exc))
             elif pin not in pins:
                 try:
                     pins[pin] = self._pinned_sim(conn, snap, pin, on_unavailable)
@@ -191,11 +205,21 @@ class Router:
                     raise at(index, exc) from None
             elif on_unavailable == "fail" and not pins[pin].online:
                 raise at(index, _offline(pins[pin]))
-        single = len(items) == 1
+        plan_sites = [
+            (None, False)
+            if it.sim_card_id is not None
+            else (it.site, True)
+            if it.site is not None
+            else (preferred_site(snap.prefixes, it.recipient), False)
+            for it in items
+        ]
         # Candidates in preference order. One message needs no SIM after the
         # first unlimited one (it always fits), and none at all if that is the first.
-        order = self._order(snap) if any(pin is None for _, pin, _ in items) else []
-        if single and items[0].sim_card_id is None:
+        order = self._order(snap) if any(it.sim_card_id is None for it in items) else []
+        if len(items) == 1 and items[0].sim_card_id is None:
+            item = PlanItem(items[0].segments, -1, False, *plan_sites[0])
+            ranked = [(key, s) for s in order if (key := preference(s, snap.queued.get(s.id, 0), True, item))]
+            order = [s for _, s in sorted(ranked, key=lambda r: r[0])]
             cut = next((i for i, s in enumerate(order) if not s.limited), None)
             if cut is not None:
                 order = order[: cut + 1]
@@ -206,8 +230,13 @@ class Router:
                 index_of[pin] = len(cands)
                 cands.append(Candidate(sim, snap.queued.get(pin, 0), False))
         plan = [
-            PlanItem(segments, -1 if pin is None else index_of[pin], on_unavailable == "wait")
-            for segments, pin, on_unavailable in items
+            PlanItem(
+                it.segments,
+                -1 if it.sim_card_id is None else index_of[it.sim_card_id],
+                it.on_unavailable == "wait",
+                *where,
+            )
+            for it, where in zip(items, plan_sites)
         ]
         if not any(s.limited for s, _, _ in cands):
             return [(cands[i].sim, None) for i in _pick_unlimited(cands, plan)]
@@ -222,8 +251,8 @@ class Router:
                     assert got.full_item is not None  # a Reservation has picks or a full item
                     raise at(got.full_item, _full(items[got.full_item], pins))
                 return [
-                    (cands[i].sim, Hold(cands[i].sim.id, segments, got.second) if cands[i].sim.limited else None)
-                    for i, (segments, _, _) in zip(got.picks, plan)
+                    (cands[i].sim, Hold(cands[i].sim.id, it.segments, got.second) if cands[i].sim.limited else None)
+                    for i, it in zip(got.picks, plan)
                 ]
         return self._route_from_snapshot(conn, snap, cands, plan, items, pins, at)
 
@@ -238,7 +267,9 @@ class Router:
             u = known.get(sim.id, Usage())
             usage[sim.id] = Usage(u.minute, u.day, u.month)
         fresh = [
-            pin for pin, sim in pins.items() if sim.limited and any(p == pin and how == "fail" for _, p, how in items)
+            pin
+            for pin, sim in pins.items()
+            if sim.limited and any(it.sim_card_id == pin and it.on_unavailable == "fail" for it in items)
         ]
         if fresh:
             usage.update(connected(conn, lambda c: usage_of(c, fresh)))
@@ -246,17 +277,23 @@ class Router:
                 usage.setdefault(pin, Usage())
         queued = [q for _, q, _ in cands]
         out: list[tuple[Sim, Hold | None]] = []
-        for index, (segments, pin, force) in enumerate(plan):
-            if pin >= 0:
-                sim = cands[pin].sim
-                if not force and not has_capacity(sim, usage[sim.id], segments):
+        for index, item in enumerate(plan):
+            segments = item.segments
+            if item.pin >= 0:
+                sim = cands[item.pin].sim
+                if not item.force and not has_capacity(sim, usage[sim.id], segments):
                     raise at(index, _full(items[index], pins))
-                best = pin
+                best = item.pin
             else:
-                fitting = [i for i, (s, _, auto) in enumerate(cands) if auto and has_capacity(s, usage[s.id], segments)]
-                if not fitting:
+                ranked = [
+                    (key, i)
+                    for i, (s, _, auto) in enumerate(cands)
+                    if (key := preference(s, queued[i], auto, item)) is not None
+                    and has_capacity(s, usage[s.id], segments)
+                ]
+                if not ranked:
                     raise at(index, _full(items[index], pins))
-                best = min(fitting, key=lambda i: (cands[i].sim.rank, queued[i], cands[i].sim.id))
+                best = min(ranked)[1]
             queued[best] += segments
             usage[cands[best].sim.id].add(segments)
             out.append((cands[best].sim, None))
@@ -352,18 +389,17 @@ class Router:
 
 
 def _pick_unlimited(cands: list[Candidate], plan: list[PlanItem]) -> list[int]:
+    """Every candidate has room: the best by preference (a bound site was checked to have a SIM)."""
     queued = [q for _, q, _ in cands]
     out = []
-    for segments, pin, _ in plan:
-        best = (
-            pin
-            if pin >= 0
-            else min(
-                (i for i, c in enumerate(cands) if c.auto),
-                key=lambda i: (cands[i].sim.rank, queued[i], cands[i].sim.id),
-            )
-        )
-        queued[best] += segments
+    for item in plan:
+        if item.pin >= 0:
+            best = item.pin
+        else:
+            best = min(
+                (key, i) for i, (s, _, auto) in enumerate(cands) if (key := preference(s, queued[i], auto, item))
+            )[1]
+        queued[best] += item.segments
         out.append(best)
     return out
 
@@ -404,8 +440,38 @@ def _offline(sim: Sim) -> ApiError:
     return ApiError(f"SIM card {sim.id} is offline (on_unavailable=fail)", 503, "sim_unavailable")
 
 
+def _check_site(snap: Snapshot, site: str, on_unavailable: str, at) -> None:
+    """A message bound to `site` needs an active SIM there, and an online one to fail fast."""
+    there = [s for s in snap.sims.values() if s.site == site]
+    if not there:
+        known = sorted({s.site for s in snap.sims.values() if s.site})
+        listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more (GET /api/sites)" if len(known) > 20 else "")
+        raise at(
+            ValidationError(
+                {"site": f"no active SIM card is at site {site!r}; sites with one: {listed or 'none'}"},
+                message=f"No active SIM card at site {site}",
+            )
+        )
+    if on_unavailable == "fail" and not any(s.online for s in there):
+        raise at(
+            ApiError(
+                f"no SIM card at site {site} is online (on_unavailable=fail)",
+                503,
+                "site_unavailable",
+                extra={"site": site},
+            )
+        )
+
+
 def _full(item: RouteRequest, pins) -> ApiError:
-    _segments, pin, _ = item
+    pin, site = item.sim_card_id, item.site
+    if site is not None:
+        return ApiError(
+            f"every active SIM card at site {site} has reached its sending limit; try again later",
+            429,
+            "site_limits_reached",
+            headers={"Retry-After": "60"},
+        )
     if pin is not None:
         return ApiError(
             f"SIM card {pin} has reached its sending limit (on_unavailable=fail)",

@@ -3,7 +3,13 @@
 loaded one that can, and queues are evened out so no modem idles while
 another has a backlog. Either way the new SIM must have room under its
 limits: first by Postgres' usage, then by the Redis counters the API reserves
-sends from, in one atomic step with them (`Room`)."""
+sends from, in one atomic step with them (`Room`).
+
+Sites bind as in routing (domain/routing.py): a message bound to a site
+moves only to another SIM there (and fails instead, if its client asked,
+when none there can send); a message whose recipient prefers a site goes
+to a SIM there first. Queues are evened out within a site only, so the
+evening-out never takes a message away from the site routing chose."""
 
 from __future__ import annotations
 
@@ -14,10 +20,10 @@ from typing import NamedTuple
 
 from sqlalchemy import Row, func, select, text
 
-from smsgw_api.domain.capacity import Hold, Move, Sim, Usage, has_capacity, usage_of
+from smsgw_api.domain.capacity import Hold, Move, Sim, Usage, has_capacity, preferred_site, usage_of
 from smsgw_api.domain.routing import Router, SimFull
 from smsgw_common import queue as q
-from smsgw_common.models import FAILED, QUEUED, SENDING, Message, SimCard
+from smsgw_common.models import FAILED, QUEUED, SENDING, Message, Modem, SimCard, SitePrefix
 
 SOURCE = "sweeper"  # these moves are the sweeper's, in every message's history
 BATCH = 500
@@ -31,6 +37,28 @@ class Target:
     routing: Sim
     usage: Usage | None  # None: nothing counted yet
     queued: int  # segments queued or sending on it
+
+
+@dataclass
+class Sites:
+    """Where each SIM is (its modem's site) and which site a recipient prefers."""
+
+    of_sim: dict[int, str | None]
+    prefixes: dict[str, str]
+
+    @classmethod
+    def load(cls, session) -> Sites:
+        of_sim = dict(
+            session.execute(select(SimCard.id, Modem.site).outerjoin(Modem, Modem.id == SimCard.modem_id)).all()
+        )
+        prefixes = dict(session.execute(select(SitePrefix.prefix, SitePrefix.site)).all())
+        return cls(of_sim, prefixes)
+
+    def wanted(self, msg: Message) -> tuple[str | None, bool]:
+        """(the site the message goes to first, whether only there)."""
+        if msg.site is not None:
+            return msg.site, True
+        return preferred_site(self.prefixes, msg.recipient), False
 
 
 class Wakeup(NamedTuple):
@@ -81,7 +109,7 @@ def unavailable_sims(session, sims: Sequence[Row[SimCard, bool]]) -> dict[int, s
     return out
 
 
-def _targets(session, sims: Sequence[Row[SimCard, bool]], unavailable: dict[int, str]) -> list[Target]:
+def _targets(session, sims: Sequence[Row[SimCard, bool]], unavailable: dict[int, str], sites: Sites) -> list[Target]:
     """SIMs that can take rerouted work, with the routing's own view of their
     load and usage (queued segments count, as when routing a new message)."""
     ready = [
@@ -110,6 +138,7 @@ def _targets(session, sims: Sequence[Row[SimCard, bool]], unavailable: dict[int,
                     limit_per_minute=sim.limit_per_minute,
                     limit_per_day=sim.limit_per_day,
                     limit_per_month=sim.limit_per_month,
+                    site=sites.of_sim.get(sim.id),
                 ),
                 usage=usage.get(sim.id),
                 queued=int(queued.get(sim.id, 0)),
@@ -144,9 +173,13 @@ class Room:
         return Move(segments, msg.sim_card_id, to.sim.id, msg.timestamp, held=hold is not None)
 
 
-def _pick(room: Room, targets: list[Target], msg: Message) -> tuple[Target, Move] | None:
-    """The least loaded target with room for `msg`, and the move (counted)."""
-    for t in sorted(targets, key=lambda t: (t.queued, t.sim.id)):
+def _pick(
+    room: Room, targets: list[Target], msg: Message, site: str | None, strict: bool
+) -> tuple[Target, Move] | None:
+    """The target with room for `msg`, at `site` first (only there if
+    strict), then the least loaded; and the move (counted)."""
+    fitting = [t for t in targets if not strict or t.routing.site == site]
+    for t in sorted(fitting, key=lambda t: (site is not None and t.routing.site != site, t.queued, t.sim.id)):
         move = room.take(msg, t)
         if move is not None:
             t.queued += move.segments
@@ -169,17 +202,36 @@ def rebalance(
     events: list,
     wakeups: list,
     moves: list[Move],
+    sites: Sites,
 ) -> int:
-    """Move unpinned queued messages from the longest queues to the shortest
-    until no two sending SIMs differ by more than one message.
+    """Move unpinned queued messages from the longest queues to the shortest,
+    within each site, until no two sending SIMs there differ by more than one
+    message.
 
     Routing spreads new messages by load, but it sees other API processes'
     choices only through a short-lived snapshot, and modems drain at their own
     pace; without this, one modem can still be busy long after the others
     ran dry, which is the gateway keeping modems idle."""
     ready = [sim.id for sim, online in sims if online and sim.status == "active" and sim.id not in unavailable]
-    if len(ready) < 2:
-        return 0
+    by_site: dict[str | None, list[int]] = {}
+    for sim_id in ready:
+        by_site.setdefault(sites.of_sim.get(sim_id), []).append(sim_id)
+    found: list[dict[int, Target]] = []
+
+    def targets() -> dict[int, Target]:
+        if not found:
+            found.append({t.sim.id: t for t in _targets(session, sims, unavailable, sites)})
+        return found[0]
+
+    return sum(
+        _even_out(session, room, group, targets, now, events, wakeups, moves)
+        for group in by_site.values()
+        if len(group) >= 2
+    )
+
+
+def _even_out(session, room: Room, ready: list[int], all_targets, now, events, wakeups, moves) -> int:
+    """rebalance, among the SIMs `ready` (of one site)."""
     due = (Message.send_at.is_(None)) | (Message.send_at <= now)
     load = dict.fromkeys(ready, 0)
     for sim_id, n in session.execute(
@@ -190,7 +242,7 @@ def rebalance(
         load[sim_id] = n
     if max(load.values()) - min(load.values()) <= 1:
         return 0
-    targets = {t.sim.id: t for t in _targets(session, sims, unavailable)}
+    targets = {k: t for k, t in all_targets().items() if k in load}
     movable: dict[int, list[Message]] = {}
     moved = 0
     for _ in range(BATCH):
@@ -249,10 +301,12 @@ def reroute_stuck(
     events: list,
     wakeups: list,
     moves: list[Move],
+    sites: Sites,
 ) -> tuple[int, int]:
     """Due queued messages on a SIM that cannot send move to the least loaded
-    SIM that can; pinned ones wait, or fail if the client asked for that.
-    Returns (rerouted, failed)."""
+    SIM that can (of their site, see the module docstring); pinned ones, and
+    ones bound to a site where no SIM can take them, wait, or fail if the
+    client asked for that. Returns (rerouted, failed)."""
     rerouted = failed = 0
     stuck = session.scalars(
         select(Message)
@@ -266,7 +320,7 @@ def reroute_stuck(
         .limit(BATCH)
         .with_for_update(skip_locked=True)
     ).all()
-    targets = _targets(session, sims, unavailable) if any(not m.pinned for m in stuck) else []
+    targets = _targets(session, sims, unavailable, sites) if any(not m.pinned for m in stuck) else []
     for msg in stuck:
         old = msg.sim_card_id
         if old is None:  # never: stuck is selected by its SIM
@@ -285,8 +339,20 @@ def reroute_stuck(
                 events.append(msg)
                 failed += 1
             continue
-        picked = _pick(room, targets, msg)
+        site, strict = sites.wanted(msg)
+        picked = _pick(room, targets, msg, site, strict)
         if picked is None:
+            if strict and msg.on_unavailable == "fail" and not any(t.routing.site == site for t in targets):
+                q.record(
+                    session,
+                    msg,
+                    FAILED,
+                    source=SOURCE,
+                    at=now,
+                    error_text=f"no SIM at site {site} can send: {reason}",
+                )
+                events.append(msg)
+                failed += 1
             continue  # waits until a SIM frees up, or until it expires
         moves.append(picked[1])
         target = picked[0].sim

@@ -14,10 +14,11 @@ and at once when a modem goes offline:
 3. due queued messages whose SIM cannot send (inactive, no modem, modem
    offline, or a limit used up) move to the least loaded SIM that can, unless
    the client pinned the SIM: then they wait, or fail with the reason when the
-   client asked for `on_unavailable: "fail"`;
+   client asked for `on_unavailable: "fail"`; a message bound to a site moves
+   only within it;
 4. queues of the SIMs that can send are evened out (unpinned messages move
-   from the longest queue to the shortest), so that no modem idles while
-   another still has a backlog. Steps 3 and 4: pipeline/rerouting.py.
+   from the longest queue to the shortest, within a site), so that no modem
+   idles while another still has a backlog. Steps 3 and 4: pipeline/rerouting.py.
 
 Every change is recorded in the message's history first, then published as a
 message event (so browsers and webhooks see it) with an outbox wake-up for the
@@ -35,7 +36,16 @@ from smsgw_api.core.runtime import Runtime
 from smsgw_api.domain.capacity import Hold, Move
 from smsgw_api.domain.routing import Router
 from smsgw_api.pipeline.loop import WakeableLoop
-from smsgw_api.pipeline.rerouting import BATCH, SOURCE, Room, Wakeup, rebalance, reroute_stuck, unavailable_sims
+from smsgw_api.pipeline.rerouting import (
+    BATCH,
+    SOURCE,
+    Room,
+    Sites,
+    Wakeup,
+    rebalance,
+    reroute_stuck,
+    unavailable_sims,
+)
 from smsgw_common import queue as q
 from smsgw_common.db import session_scope
 from smsgw_common.models import (
@@ -127,12 +137,13 @@ def sweep_once(runtime: Runtime, router: Router, now: datetime | None = None) ->
             # 3. reroute or fail what waits on a SIM that cannot send
             sims = session.execute(select(SimCard, Modem.online).outerjoin(Modem, Modem.id == SimCard.modem_id)).all()
             unavailable = unavailable_sims(session, sims)
+            sites = Sites.load(session)
             if unavailable:
-                rerouted, failed = reroute_stuck(session, room, unavailable, sims, now, events, wakeups, moves)
+                rerouted, failed = reroute_stuck(session, room, unavailable, sims, now, events, wakeups, moves, sites)
                 counts["rerouted"] += rerouted
                 counts["failed"] += failed
-            # 4. keep every modem busy: even out the queues of the SIMs that can send
-            counts["rebalanced"] = rebalance(session, room, sims, unavailable, now, events, wakeups, moves)
+            # 4. keep every modem busy: even out the queues of the SIMs that can send, site by site
+            counts["rebalanced"] = rebalance(session, room, sims, unavailable, now, events, wakeups, moves, sites)
     except BaseException:
         router.release(holds)  # nothing moved: the room it took is free again
         raise

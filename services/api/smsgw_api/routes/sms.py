@@ -70,6 +70,9 @@ def parse_message(data, prefix: str = "", model: SendMessage | None = None) -> d
             out["sim_card_id"] = parse_int(seed_sim_id(m.sim_card_id), "sim_card_id", 1)
         except ValidationError as exc:
             fields.update({prefix + k: v for k, v in (exc.fields or {}).items()})
+    out["site"] = m.site
+    if m.site is not None and m.sim_card_id is not None:
+        fields[prefix + "site"] = "give sim_card_id or site, not both (a pinned SIM is at its own site)"
     out["send_at"], out["expires_at"] = m.send_at, m.expires_at
     if m.expires_at is not None:
         if m.expires_at <= datetime.now(UTC):
@@ -118,7 +121,10 @@ def _route(conn, parsed: list[dict]):
     """A SIM for each message, all or nothing, with its segments counted
     against the SIM's limits (domain/routing.py): [(sim, hold)], where a hold is
     given back with `router().release` if the message is not queued after all."""
-    return router().route(conn, [RouteRequest(p["segments"], p["sim_card_id"], p["on_unavailable"]) for p in parsed])
+    return router().route(
+        conn,
+        [RouteRequest(p["segments"], p["sim_card_id"], p["on_unavailable"], p["site"], p["recipient"]) for p in parsed],
+    )
 
 
 def _insert_params(parsed: dict, sim, *, idem_key, req_hash, batch_id) -> dict:
@@ -139,11 +145,14 @@ def _insert_params(parsed: dict, sim, *, idem_key, req_hash, batch_id) -> dict:
         "batch_id": batch_id,
         "user_id": p.user_id,
         "api_key_id": p.api_key_id,
-        "event_detail": f"routed to SIM {sim.id}" + (" (pinned)" if parsed["sim_card_id"] is not None else ""),
+        "event_detail": f"routed to SIM {sim.id}"
+        + (" (pinned)" if parsed["sim_card_id"] is not None else "")
+        + (f" (site {sim.site})" if sim.site else ""),
         "actor": p.actor,
         "ip": client_ip(),
         "request_id": request_id(),
         "on_unavailable": parsed["on_unavailable"],
+        "site": parsed["site"],
         # Not a column: the modem to wake once this row is committed.
         "_wake": sim.modem_id if _due_now(parsed) else None,
     }
@@ -453,6 +462,7 @@ def message_dict(m: Message) -> dict:
         "sender_sim": m.sender_sim,
         "pinned": m.pinned,
         "on_unavailable": m.on_unavailable,
+        "site": m.site,
         "priority": PRIORITY_NAMES.get(m.priority, m.priority),
         "send_at": safe_iso(m.send_at),
         "expires_at": safe_iso(m.expires_at),
@@ -584,6 +594,7 @@ _MESSAGE = obj(
         "encoding": nullable(STR),
         "segments": nullable(INT),
         "sim_card_id": nullable(INT),
+        "site": nullable(STR),
         "priority": {"type": ["string", "integer"]},
         "send_at": TIME,
         "expires_at": TIME,
