@@ -420,6 +420,29 @@ class WebhookDelivery(Base):
     )
 
 
+class Node(Base):
+    """An edge node the centre lets in (docs/deployment.md, "Several sites").
+
+    An admin creates it with a one-time enrolment token (only its SHA-256 is
+    kept, as for API keys); the node trades the token for credentials of its
+    own: a database role (`smsgw_node_<id>`, a member of the workers' role)
+    and a broker user per modem. Revoking drops them."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(48), unique=True)
+    site: Mapped[str | None] = mapped_column(String(64))
+    modems: Mapped[int] = mapped_column(SmallInteger)  # its modem ids: <name>-1 .. <name>-<modems>
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # None once used or revoked
+    token_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("now()"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    enrolled_at: Mapped[datetime | None]  # the last time its token was traded for credentials
+    enrolled_from: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None]
+
+
 class SitePrefix(Base):
     """Recipients starting with `prefix` prefer SIMs of `site` (domain/routing.py)."""
 

@@ -32,6 +32,12 @@ ENDPOINTS = [
     ("DELETE", "/api/api-keys/999999", None, "viewer"),
     ("GET", "/api/modems", None, "viewer"),
     ("POST", "/api/modems/nope/ussd", {"code": "*100#"}, "admin"),
+    ("GET", "/api/sites", None, "viewer"),
+    ("PUT", "/api/sites/prefixes", {"prefixes": []}, "admin"),
+    ("GET", "/api/nodes", None, "admin"),
+    ("POST", "/api/nodes", {"name": "roles-test"}, "admin"),
+    ("POST", "/api/nodes/999999/token", None, "admin"),
+    ("DELETE", "/api/nodes/999999", None, "admin"),
 ]
 
 

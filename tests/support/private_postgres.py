@@ -33,10 +33,13 @@ class PrivatePostgres:
         trust: str | None = None,
         max_connections: int = 100,
         tls: ServerTls | None = None,
+        passwords: bool = False,
     ) -> None:
         """`listen`: an address to serve on besides 127.0.0.1 (a test WAN's
         centre), `trust`: the network whose clients may connect there, only
-        over TLS if `tls` is given."""
+        over TLS if `tls` is given. `passwords`: every role but the superuser
+        `postgres` logs in over TCP with its password (SCRAM), as in the
+        stack (postgres/setup.py's roles)."""
         self.listen = ",".join(a for a in ("127.0.0.1", listen) if a)
         self.max_connections = max_connections
         self.tls_opts = ""
@@ -57,6 +60,11 @@ class PrivatePostgres:
                 if self.user:
                     os.chown(self.dir / name, pw.pw_uid, pw.pw_gid)
             self.tls_opts = f" -c ssl=on -c ssl_cert_file={self.dir}/server.pem -c ssl_key_file={self.dir}/server.key"
+        if passwords:
+            # First match wins: these come before initdb's own trust lines.
+            hba_path = self.data / "pg_hba.conf"
+            rules = "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+            hba_path.write_text(rules + hba_path.read_text())
         if trust:
             with open(self.data / "pg_hba.conf", "a") as hba:
                 hba.write(f"{'hostssl' if tls else 'host'} all all {trust} trust\n")

@@ -29,6 +29,7 @@ from smsgw_api.routes import (
     logs,
     messages,
     modems,
+    nodes,
     openapi,
     optouts,
     simcards,
@@ -70,6 +71,7 @@ def create_app(config: dict | None = None) -> Flask:
     webhooks.init_app(app)
     optouts.init_app(app)
     sites.init_app(app)
+    nodes.init_app(app)
     return app
 
 

@@ -347,6 +347,20 @@ class SitePrefixes(StrictRequestModel):
     prefixes: Annotated[list[SitePrefix], Field(max_length=MAX_SITE_PREFIXES)]
 
 
+class NewNode(StrictRequestModel):
+    """POST /api/nodes. The name also makes its modem ids (`<name>-<k>`, domain/nodes.py)."""
+
+    name: Annotated[
+        str, LINE, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$", description="e.g. berlin-1; up to 48")
+    ]
+    site: SiteName | None = None
+    modems: Annotated[int, NO_BOOL, Field(ge=1, le=16, description="modem workers it runs")] = 4
+
+
+class Enrol(RequestModel):
+    token: Annotated[str, LINE, Field(min_length=1, max_length=100)]
+
+
 class AddOptOut(RequestModel):
     number: PhoneNumber
     note: Annotated[str, TEXT, Field(max_length=500)] | None = None

@@ -21,7 +21,7 @@ def upgrade() -> None:
         'site_prefixes',
         sa.Column('prefix', sa.String(16), primary_key=True),
         sa.Column('site', sa.String(64), nullable=False),
-        sa.Column('created_at', sa.DateTime(), server_default=sa.text('now()'), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
         # The API checks both; the database refuses what slipped past it.
         sa.CheckConstraint("prefix ~ '^[+][0-9]{1,15}$'", name='ck_site_prefixes_prefix'),
         sa.CheckConstraint("site ~ '^[A-Za-z0-9._-]{1,64}$'", name='ck_site_prefixes_site'),

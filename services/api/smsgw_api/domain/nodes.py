@@ -1,0 +1,63 @@
+"""Edge nodes' credentials (docs/deployment.md, "Several sites").
+
+An admin creates a node with a one-time enrolment token; the node trades it
+(`POST /api/nodes/enrol`) for a database role of its own, created by the
+`smsgw_node_login` function that db-setup installs (postgres/roles.sql): the
+API's role cannot create or alter roles itself, and the function can only
+make `smsgw_node_<id>` roles that are members of the workers' role.
+
+Only digests reach the database: the token's SHA-256 (256 random bits, as an
+API key) and the role's SCRAM-SHA-256 verifier (RFC 5802/7677, what
+Postgres stores for a password), so the node's password appears in no
+statement, log line or backup.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+TOKEN_PREFIX = "smsgw_enrol_"
+TOKEN_TTL = timedelta(hours=24)
+MAX_MODEMS = 16
+SCRAM_ITERATIONS = 4096  # Postgres' own default (scram_iterations)
+
+
+def new_token() -> tuple[str, str]:
+    """(token, its SHA-256 hex)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def role_name(node_id: int) -> str:
+    return f"smsgw_node_{node_id}"
+
+
+def modem_ids(name: str, modems: int) -> list[str]:
+    """The node's modem ids (each worker's MODEM_ID, and its broker user)."""
+    return [f"{name}-{k}" for k in range(1, modems + 1)]
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """What Postgres keeps for a password: SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(b: bytes) -> str:
+        return base64.b64encode(b).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
