@@ -3,9 +3,14 @@
 # service, see .env), then hands over to the image's own entrypoint. Runs as
 # root before mosquitto drops to its own user.
 #
+# Edge nodes' modem workers (docs/deployment.md, "Several sites") come from
+# the file the API writes as admins enrol and revoke nodes (hashed already);
+# a watcher started below regenerates both files and reloads the broker
+# within seconds of a change, without a restart.
+#
 # Outside the image (tests/board/test_broker_access.py runs this very script
-# against a local mosquitto) three paths can be moved: MOSQUITTO_AUTH_DIR,
-# BOARDS_PASSWD_FILE and MOSQUITTO_EXEC.
+# against a local mosquitto) four paths can be moved: MOSQUITTO_AUTH_DIR,
+# BOARDS_PASSWD_FILE, NODES_PASSWD_FILE and MOSQUITTO_EXEC.
 set -eu
 here="$(dirname "$0")"
 
@@ -16,12 +21,39 @@ case "$prefix" in *'#'*|*'+'*) echo "mosquitto: MQTT_PREFIX must not contain MQT
 # Seed boards: their users, ACL lines and the anonymous opt-in (boards.sh).
 . "$here/boards.sh"
 boards_file="${BOARDS_PASSWD_FILE:-/smsgw-boards/passwd}"  # scripts/board-user.py writes it
+nodes_file="${NODES_PASSWD_FILE:-/smsgw-nodes/passwd}"  # the API writes it (routes/nodes.py)
 
 auth="${MOSQUITTO_AUTH_DIR:-/run/mosquitto-auth}"  # outside /mosquitto, which the image chowns to its user
 mkdir -p "$auth"
 chown root:mosquitto "$auth"
 chmod 0750 "$auth"
 umask 077
+
+# nodes_passwd FILE OUT: append FILE's node modem users (hashed) to OUT and
+# their ids to $node_ids.
+nodes_passwd() {
+  node_ids=""
+  [ -f "$1" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    id="${line%%:*}"
+    case "$id" in
+      ''|*[!A-Za-z0-9_.-]*|"${MQTT_API_USERNAME:-api}"|"${MQTT_STATS_COLLECTOR_USERNAME:-stats-collector}"|healthcheck|board-*)
+        echo "mosquitto: invalid or reserved node modem id in $1: '$id'" >&2; exit 2 ;;
+    esac
+    case " $modem_ids " in *" $id "*) echo "mosquitto: node modem id $id is also in MQTT_MODEM_PASSWORDS" >&2; exit 2 ;; esac
+    case "${line#*:}" in
+      '$7$'*) ;;
+      *) echo "mosquitto: node user $id in $1 has no password hash" >&2; exit 2 ;;
+    esac
+    printf '%s\n' "$line" >>"$2"
+    node_ids="$node_ids $id"
+  done <"$1"
+}
+
+# Every check in here ends with `exit`, not a failed status: the watcher runs
+# it as `if (generate)`, where `set -e` does not apply.
+generate() {
 : >"$auth/passwd.new"
 
 add_user() {  # add_user NAME PASSWORD_VARIABLE
@@ -69,9 +101,10 @@ printf 'healthcheck:%s\n' "$health_password" >>"$auth/passwd.new"
 boards_demo_passwd "$auth/passwd.new"
 # Hash the plain "user:password" lines in place: passwords never appear on a
 # command line, where any process on the host could read them.
-mosquitto_passwd -U "$auth/passwd.new"
-# Board users come hashed already (scripts/board-user.py).
+mosquitto_passwd -U "$auth/passwd.new" || exit 2
+# Board users come hashed already (scripts/board-user.py), node users too (the API).
 boards_passwd "$boards_file" "$auth/passwd.new"
+nodes_passwd "$nodes_file" "$auth/passwd.new"
 mkdir -p "$auth/conf.d"
 chown root:mosquitto "$auth/conf.d"
 chmod 0750 "$auth/conf.d"
@@ -110,7 +143,7 @@ ACL
 # every user, seed boards included.) A board's worker (modem id
 # board-<number>) also drives that one board's send topic and reads the two
 # topics every board writes (docs/boards.md).
-for id in $modem_ids; do
+for id in $modem_ids $node_ids; do
   cat >>"$auth/acl.new" <<ACL
 
 user ${id}
@@ -133,5 +166,30 @@ chown root:mosquitto "$auth/passwd.new" "$auth/acl.new"
 chmod 0640 "$auth/passwd.new" "$auth/acl.new"
 mv "$auth/passwd.new" "$auth/passwd"
 mv "$auth/acl.new" "$auth/acl"
+}
+
+generate
+
+# The nodes' file changes while the broker runs. This process becomes the
+# broker (exec below), so the watcher signals its own parent's pid: SIGHUP
+# makes mosquitto re-read the password file and the ACL. A file that fails
+# the checks leaves the previous users in place. It ends with the broker.
+broker=$$
+nodes_stamp() { cksum "$nodes_file" 2>/dev/null || echo none; }
+(
+  last="$(nodes_stamp)"
+  while sleep "${NODES_RELOAD_SECONDS:-2}"; do
+    kill -0 "$broker" 2>/dev/null || exit 0
+    now="$(nodes_stamp)"
+    [ "$now" = "$last" ] && continue
+    last="$now"
+    if (generate); then
+      kill -HUP "$broker"
+      echo "mosquitto: edge nodes' users changed; reloaded" >&2
+    else
+      echo "mosquitto: $nodes_file refused; the previous users stay" >&2
+    fi
+  done
+) &
 
 exec "${MOSQUITTO_EXEC:-/docker-entrypoint.sh}" "$@"

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -112,6 +113,8 @@ def broker(tmp_path):
             "MQTT_BOARDS_ANONYMOUS": "1" if anonymous else "",
             "MOSQUITTO_AUTH_DIR": str(auth),
             "BOARDS_PASSWD_FILE": str(boards_file),
+            "NODES_PASSWD_FILE": str(tmp_path / "nodes" / "passwd"),
+            "NODES_RELOAD_SECONDS": "0.3",
             "MOSQUITTO_EXEC": MOSQUITTO,
         }
         if demo:
@@ -250,3 +253,46 @@ def test_board_user_refuses_what_is_not_a_number_and_keeps_only_hashes(tmp_path)
         [str(BOARD_USER), "remove", "+4915112345678", "--file", str(passwd)], check=True, capture_output=True
     )
     assert passwd.read_text() == ""
+
+
+def test_an_edge_nodes_modem_users_come_and_go_with_the_apis_file_without_a_restart(broker, tmp_path):
+    """The API writes the nodes' users as admins enrol and revoke nodes
+    (routes/nodes.py); the entrypoint's watcher reloads the running broker."""
+    from smsgw_api.domain.nodes import mosquitto_hash
+
+    start, connect = broker
+    port, passwords, _ = start()
+    nodes = tmp_path / "nodes" / "passwd"
+    nodes.parent.mkdir()
+    node_password = secrets.token_urlsafe(24)
+    nodes.write_text(f"berlin-1-1:{mosquitto_hash(node_password)}\n")
+
+    def joined():
+        c = Client(port, "berlin-1-1", node_password)
+        if not c.accepted:
+            c.close()
+            return None
+        return c
+
+    edge = wait_until(joined, 10, 0.2, "the node's user to be let in")
+    api = connect(port, "api", passwords["api"])
+    api.subscribe("smsgw/modems/+/state")
+    edge.publish("smsgw/modems/berlin-1-1/state", b"mine")
+    edge.publish("smsgw/modems/usb-1/state", b"not mine")
+    wait_until(lambda: ("smsgw/modems/berlin-1-1/state", b"mine") in api.messages, 5, 0.05, "its own state")
+
+    # A file that fails the checks leaves the users as they were.
+    nodes.write_text("berlin-1-1:a plain password\n")
+    time.sleep(1.5)
+    again = Client(port, "berlin-1-1", node_password)
+    assert again.accepted
+    again.close()
+
+    nodes.write_text("")  # revoked
+    wait_until(lambda: not Client(port, "berlin-1-1", node_password).accepted, 10, 0.2, "the user to be refused")
+    # The reload also ends the session it had open, and it cannot come back.
+    wait_until(lambda: not edge.client.is_connected(), 5, 0.1, "its open session to end")
+    time.sleep(1)
+    assert not edge.client.is_connected()
+    assert ("smsgw/modems/usb-1/state", b"not mine") not in api.messages
+    edge.close()

@@ -1,15 +1,17 @@
 """Edge nodes' credentials (docs/deployment.md, "Several sites").
 
 An admin creates a node with a one-time enrolment token; the node trades it
-(`POST /api/nodes/enrol`) for a database role of its own, created by the
+(`POST /api/nodes/enrol`) for a broker user per modem (written to the file
+mosquitto/entrypoint.sh reads, NODES_BROKER_FILE) and a database role of its
+own, created by the
 `smsgw_node_login` function that db-setup installs (postgres/roles.sql): the
 API's role cannot create or alter roles itself, and the function can only
 make `smsgw_node_<id>` roles that are members of the workers' role.
 
-Only digests reach the database: the token's SHA-256 (256 random bits, as an
-API key) and the role's SCRAM-SHA-256 verifier (RFC 5802/7677, what
-Postgres stores for a password), so the node's password appears in no
-statement, log line or backup.
+Only digests are kept: the token's SHA-256 (256 random bits, as an API key),
+the role's SCRAM-SHA-256 verifier (RFC 5802/7677, what Postgres stores for
+a password) and the broker users' PBKDF2 hashes, so no password of a node
+appears in a statement, log line, file or backup.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def modem_ids(name: str, modems: int) -> list[str]:
 
 def new_password() -> str:
     return secrets.token_urlsafe(32)
+
+
+MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd's own default for $7$ (as scripts/board-user.py)
+
+
+def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
+    """A password file entry's hash, as `mosquitto_passwd` writes it: PBKDF2-SHA512."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, MOSQUITTO_ITERATIONS)
+    return f"$7${MOSQUITTO_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
