@@ -441,6 +441,9 @@ class Node(Base):
     enrolled_at: Mapped[datetime | None]  # the last time its token was traded for credentials
     enrolled_from: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None]
+    # Its modems' broker users: modem id -> PBKDF2 hash (mosquitto's $7$), as
+    # the API writes them for the broker (NODES_BROKER_FILE); None: none yet, or revoked.
+    broker_hashes: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class SitePrefix(Base):

@@ -7,6 +7,7 @@ role and every role logging in with its password, as in the stack."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -26,7 +27,8 @@ INSUFFICIENT_PRIVILEGE = "42501"
 
 
 @pytest.fixture(scope="module")
-def centre(redis_url, mqtt_prefix):
+def centre(redis_url, mqtt_prefix, tmp_path_factory):
+    broker_file = tmp_path_factory.mktemp("broker") / "passwd"
     pg = PrivatePostgres(passwords=True)
     try:
         pg.create_database("smsgw")
@@ -56,11 +58,21 @@ def centre(redis_url, mqtt_prefix):
         from smsgw_api.core.extensions import bus, db
 
         api_url = f"postgresql+psycopg2://smsgw_api:{passwords['POSTGRES_API_PASSWORD']}@127.0.0.1:{pg.port}/smsgw"
-        app = create_app({"ENV": api_env(api_url, redis_url, mqtt_prefix), "TESTING": True})
+        app = create_app(
+            {"ENV": api_env(api_url, redis_url, mqtt_prefix, NODES_BROKER_FILE=broker_file), "TESTING": True}
+        )
         superuser = create_engine(pg.url("smsgw"))
         admin = make_persona(superuser, "node-admin", "admin")
         user = make_persona(superuser, "node-user", "user")
-        yield {"pg": pg, "app": app, "client": app.test_client(), "admin": admin, "user": user, "db": superuser}
+        yield {
+            "pg": pg,
+            "app": app,
+            "client": app.test_client(),
+            "admin": admin,
+            "user": user,
+            "db": superuser,
+            "broker_file": broker_file,
+        }
         bus.stop(app)
         db.dispose(app)
         superuser.dispose()
@@ -84,6 +96,20 @@ def outcome(conn, statement: str):
         return exc.pgcode
     finally:
         conn.rollback()
+
+
+def broker_users(c) -> dict[str, str]:
+    """The broker's file as the API wrote it: modem id -> hash."""
+    lines = c["broker_file"].read_text().splitlines() if c["broker_file"].exists() else []
+    return dict(line.split(":", 1) for line in lines)
+
+
+def opens(hashed: str, password: str) -> bool:
+    """Whether a $7$ entry is this password's (what mosquitto checks)."""
+    from smsgw_api.domain.nodes import mosquitto_hash
+
+    _, _, _, salt, _ = hashed.split("$")
+    return mosquitto_hash(password, base64.b64decode(salt)) == hashed
 
 
 def create(c, who, **body):
@@ -133,6 +159,13 @@ def test_a_token_buys_once_a_database_login_with_a_workers_rights_and_no_more(ce
     finally:
         conn.close()
 
+    # One broker user per modem, known to the broker by its hash only.
+    users = broker_users(centre)
+    assert set(login["broker"]["users"]) == set(node["modem_ids"]) <= set(users)
+    for modem_id, password in login["broker"]["users"].items():
+        assert users[modem_id].startswith("$7$") and password not in users[modem_id]
+        assert opens(users[modem_id], password)
+
     again = enrol(centre, token)
     assert again.status_code == 401 and again.get_json()["code"] == "invalid_token"
     listed = centre["client"].get("/api/nodes", headers=centre["admin"].headers).get_json()["nodes"]
@@ -143,6 +176,7 @@ def test_a_token_buys_once_a_database_login_with_a_workers_rights_and_no_more(ce
 def test_revoking_a_node_ends_its_open_sessions_and_its_login(centre):
     node = create(centre, centre["admin"]).get_json()
     login = enrol(centre, node["token"]).get_json()["database"]
+    assert set(node["node"]["modem_ids"]) <= set(broker_users(centre))
     conn = node_connect(centre["pg"], login["user"], login["password"])
     assert outcome(conn, "SELECT 1") == "ok"
 
@@ -153,6 +187,7 @@ def test_revoking_a_node_ends_its_open_sessions_and_its_login(centre):
             cur.execute("SELECT 1")
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         node_connect(centre["pg"], login["user"], login["password"])
+    assert not set(node["node"]["modem_ids"]) & set(broker_users(centre))
     # Revoked stays revoked: no new token, and a second revoke changes nothing.
     assert (
         centre["client"].post(f"/api/nodes/{node['node']['id']}/token", headers=centre["admin"].headers).status_code
@@ -165,11 +200,16 @@ def test_revoking_a_node_ends_its_open_sessions_and_its_login(centre):
 
 def test_a_new_token_rekeys_the_node_and_the_old_password_stops_working(centre):
     node = create(centre, centre["admin"]).get_json()
-    first = enrol(centre, node["token"]).get_json()["database"]
+    got = enrol(centre, node["token"]).get_json()
+    first, first_broker = got["database"], got["broker"]["users"]
     reissued = centre["client"].post(f"/api/nodes/{node['node']['id']}/token", headers=centre["admin"].headers)
     assert reissued.status_code == 200
-    second = enrol(centre, reissued.get_json()["token"]).get_json()["database"]
+    got = enrol(centre, reissued.get_json()["token"]).get_json()
+    second, second_broker = got["database"], got["broker"]["users"]
     assert second["user"] == first["user"] and second["password"] != first["password"]
+    users = broker_users(centre)
+    for modem_id in first_broker:
+        assert opens(users[modem_id], second_broker[modem_id]) and not opens(users[modem_id], first_broker[modem_id])
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         node_connect(centre["pg"], first["user"], first["password"])
     node_connect(centre["pg"], second["user"], second["password"]).close()
@@ -189,6 +229,22 @@ def test_an_expired_token_or_a_replaced_one_is_refused(centre):
     assert enrol(centre, old).status_code == 401
     listed = centre["client"].get("/api/nodes", headers=centre["admin"].headers).get_json()["nodes"]
     assert next(n for n in listed if n["id"] == node["node"]["id"])["enrolled_at"] is None
+
+
+def test_when_the_brokers_file_cannot_be_written_nothing_changes_and_the_token_still_works(centre):
+    app = centre["app"]
+    node = create(centre, centre["admin"]).get_json()
+    kept = app.config["SMSGW_SETTINGS"]
+    app.config["SMSGW_SETTINGS"] = kept.with_overrides(nodes_broker_file="/nonexistent/smsgw-nodes/passwd")
+    try:
+        r = enrol(centre, node["token"])
+        assert r.status_code == 503 and r.get_json()["code"] == "broker_users_unavailable"
+    finally:
+        app.config["SMSGW_SETTINGS"] = kept
+    with centre["db"].connect() as conn:
+        role = f"smsgw_node_{node['node']['id']}"
+        assert conn.execute(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar() == 0
+    assert enrol(centre, node["token"]).status_code == 200
 
 
 def test_the_apis_role_creates_no_role_itself_and_the_functions_touch_no_other_role(centre):

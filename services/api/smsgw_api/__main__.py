@@ -24,6 +24,7 @@ from smsgw_api import migrate, seed_import
 from smsgw_api.core.errors import ApiError
 from smsgw_api.core.settings import ApiSettings
 from smsgw_api.domain.accounts import check_new_password, check_username, end_sessions, hash_password
+from smsgw_api.domain.nodes import write_broker_file
 from smsgw_api.pipeline import runner
 from smsgw_common import jsonlog
 from smsgw_common.models import User
@@ -63,6 +64,20 @@ def bootstrap_admin(settings) -> str | None:
         return settings.admin_username
     finally:
         session.close()
+        engine.dispose()
+
+
+def write_node_users(settings) -> None:
+    """The broker's file of edge nodes' users, from Postgres: a new or lost
+    volume gets it back at start (domain/nodes.py)."""
+    if not settings.nodes_broker_file:
+        return
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.begin() as conn:
+            count = write_broker_file(conn, settings.nodes_broker_file)
+        log.info("edge nodes' broker users written: %d", count)
+    finally:
         engine.dispose()
 
 
@@ -146,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"smsgw-api: ADMIN_PASSWORD refused: {exc.message}", file=sys.stderr)
         return 2
+    write_node_users(settings)
     gunicorn_args = ["gunicorn", "-c", "python:smsgw_api.gunicorn_conf", "smsgw_api.wsgi:app"]
     sys.stdout.flush()
     sys.stderr.flush()

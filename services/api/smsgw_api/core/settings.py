@@ -20,6 +20,7 @@ from smsgw_common.settings import (
     env_list,
     env_secret,
     env_str,
+    env_value,
 )
 
 __all__ = ["ApiSettings", "PipelineSettings", "SettingsError"]
@@ -131,6 +132,7 @@ class ApiSettings:
     api_key_touch_seconds: int = 60  # how often last_used_at is written
     auth_cache_seconds: float = 2.0  # how long a worker trusts a key/user lookup
     trust_proxy: bool = False  # take the client ip from X-Forwarded-For (nginx)
+    nodes_broker_file: str | None = None  # edge nodes' broker users, for mosquitto/entrypoint.sh
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     extra: dict = field(default_factory=dict)
 
@@ -168,6 +170,7 @@ class ApiSettings:
             api_key_touch_seconds=env_int("API_KEY_TOUCH_SECONDS", 60, environ),
             auth_cache_seconds=env_float("AUTH_CACHE_SECONDS", 2.0, environ),
             trust_proxy=env_bool("TRUST_PROXY", False, environ),
+            nodes_broker_file=env_value("NODES_BROKER_FILE", environ),
             pipeline=PipelineSettings.from_env(environ),
         )
         settings.validate()

@@ -19,8 +19,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
+import tempfile
 from datetime import timedelta
+
+from sqlalchemy import text
 
 TOKEN_PREFIX = "smsgw_enrol_"
 TOKEN_TTL = timedelta(hours=24)
@@ -73,3 +77,32 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = S
         return base64.b64encode(b).decode()
 
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+_BROKER_LOCK = 727276  # postgres/roles.sql and grants.sql hold 727274 and 727275
+_BROKER_USERS_SQL = text(
+    "SELECT broker_hashes FROM nodes WHERE revoked_at IS NULL AND broker_hashes IS NOT NULL ORDER BY id"
+)
+
+
+def write_broker_file(conn, path: str) -> int:
+    """Write every enrolled node's modem users (hashes) for the broker, which
+    reloads them within seconds (mosquitto/entrypoint.sh). Call it in the
+    transaction that changed them, before its commit: the lock, held until
+    then, makes the last file written the one with the last committed state,
+    and a file that cannot be written undoes the change. Returns the count."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _BROKER_LOCK})
+    users: dict[str, str] = {}
+    for (hashes,) in conn.execute(_BROKER_USERS_SQL):
+        users.update(hashes)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".passwd-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f"{modem_id}:{hashed}\n" for modem_id, hashed in sorted(users.items()))
+        os.replace(tmp, path)  # the broker never reads half a file
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return len(users)

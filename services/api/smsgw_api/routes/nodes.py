@@ -8,8 +8,10 @@ domain/nodes.py).
     DELETE /api/nodes/<id>        admin: revoke: its database role is dropped and its sessions ended
     POST   /api/nodes/enrol       the token itself is the credential: the node's database login
 
-A token works once. Enrolling again (with a new token) gives the node a new
-password; the old one stops working at once.
+A token works once. Enrolling again (with a new token) gives the node new
+passwords; the old ones stop working at once. Broker users reach the broker
+through NODES_BROKER_FILE (domain/nodes.py, write_broker_file), written in
+the transaction that changes them.
 """
 
 from __future__ import annotations
@@ -82,6 +84,24 @@ def _get(node_id: int) -> Node:
     return node
 
 
+def _write_broker_users() -> None:
+    """In the request's transaction, before its commit (domain/nodes.py)."""
+    path = settings().nodes_broker_file
+    if not path:
+        log.warning("NODES_BROKER_FILE is not set: the broker does not learn edge nodes' users")
+        return
+    try:
+        creds.write_broker_file(db.session.connection(), path)
+    except OSError as exc:
+        db.session.rollback()
+        log.error("nodes: cannot write %s: %s", path, exc)
+        raise ApiError(
+            f"the broker's file of node users cannot be written ({exc.strerror}); nothing was changed",
+            503,
+            "broker_users_unavailable",
+        ) from None
+
+
 def _provisioning(exc: ProgrammingError) -> ApiError:
     log.error("node provisioning: %s", exc.orig)
     return ApiError(
@@ -142,7 +162,10 @@ def revoke_node(node_id: int):
             db.session.rollback()
             raise _provisioning(exc) from None
         node.revoked_at, node.token_hash, node.token_expires_at = utcnow(), None, None
-        audit("node_revoke", f"node {node.name} revoked: its database role dropped, its sessions ended")
+        node.broker_hashes = None
+        db.session.flush()
+        _write_broker_users()
+        audit("node_revoke", f"node {node.name} revoked: its database role and broker users gone, its sessions ended")
         db.session.commit()
     return jsonify({"message": f"node {node.name} revoked", "node": node_json(node)})
 
@@ -174,8 +197,12 @@ def enrol():
     except ProgrammingError as exc:
         db.session.rollback()
         raise _provisioning(exc) from None
+    broker = {modem_id: creds.new_password() for modem_id in creds.modem_ids(node.name, node.modems)}
+    node.broker_hashes = {modem_id: creds.mosquitto_hash(pw) for modem_id, pw in broker.items()}
     node.token_hash, node.token_expires_at = None, None
     node.enrolled_at, node.enrolled_from = utcnow(), address[:64]
+    db.session.flush()
+    _write_broker_users()
     audit("node_enrol", f"node {node.name} enrolled from {address}")
     db.session.commit()
     ratelimit.release("enrol", limits)
@@ -185,6 +212,7 @@ def enrol():
             "node": {"id": node.id, "name": node.name, "site": node.site},
             "modem_ids": creds.modem_ids(node.name, node.modems),
             "database": {"user": role, "password": password},
+            "broker": {"users": broker},
         }
     )
 
@@ -259,6 +287,7 @@ def init_app(app: Flask) -> None:
                         "node": obj({"id": INT, "name": STR, "site": nullable(STR)}),
                         "modem_ids": array(STR),
                         "database": obj({"user": STR, "password": STR}),
+                        "broker": obj({"users": {"type": "object", "additionalProperties": STR}}),
                     }
                 ),
                 "401": {"description": "unknown, used or expired token"},

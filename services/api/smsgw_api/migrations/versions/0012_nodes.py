@@ -6,6 +6,7 @@ Create Date: 2026-12-07 13:00:00
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = '0012_nodes'
 down_revision = '0011_site_routing'
@@ -27,6 +28,7 @@ def upgrade() -> None:
         sa.Column('enrolled_at', sa.DateTime(timezone=True), nullable=True),
         sa.Column('enrolled_from', sa.String(64), nullable=True),
         sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('broker_hashes', postgresql.JSONB(), nullable=True),
     )
 
 
