@@ -22,6 +22,13 @@ case "$prefix" in *'#'*|*'+'*) echo "mosquitto: MQTT_PREFIX must not contain MQT
 . "$here/boards.sh"
 boards_file="${BOARDS_PASSWD_FILE:-/smsgw-boards/passwd}"  # scripts/board-user.py writes it
 nodes_file="${NODES_PASSWD_FILE:-/smsgw-nodes/passwd}"  # the API writes it (routes/nodes.py)
+# Whichever container mounts the shared volume first creates it, owned by
+# root: the API's user (10001, services/api/Dockerfile) must be able to write.
+nodes_dir="$(dirname "$nodes_file")"
+if [ -d "$nodes_dir" ]; then
+  chown "${NODES_WRITER_UID:-10001}" "$nodes_dir"
+  chmod 0700 "$nodes_dir"
+fi
 
 auth="${MOSQUITTO_AUTH_DIR:-/run/mosquitto-auth}"  # outside /mosquitto, which the image chowns to its user
 mkdir -p "$auth"

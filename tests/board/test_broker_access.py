@@ -115,6 +115,7 @@ def broker(tmp_path):
             "BOARDS_PASSWD_FILE": str(boards_file),
             "NODES_PASSWD_FILE": str(tmp_path / "nodes" / "passwd"),
             "NODES_RELOAD_SECONDS": "0.3",
+            "NODES_WRITER_UID": "0",
             "MOSQUITTO_EXEC": MOSQUITTO,
         }
         if demo:

@@ -77,6 +77,9 @@ def write_node_users(settings) -> None:
         with engine.begin() as conn:
             count = write_broker_file(conn, settings.nodes_broker_file)
         log.info("edge nodes' broker users written: %d", count)
+    except OSError as exc:
+        # The API serves without it; enrolling or revoking a node then says why it cannot.
+        log.error("cannot write NODES_BROKER_FILE %s: %s", settings.nodes_broker_file, exc)
     finally:
         engine.dispose()
 
