@@ -156,11 +156,12 @@ def reissue_token(node_id: int):
 def revoke_node(node_id: int):
     node = _get(node_id)
     if node.revoked_at is None:
-        try:
-            db.session.execute(_DROP_SQL, {"id": node.id})
-        except ProgrammingError as exc:
-            db.session.rollback()
-            raise _provisioning(exc) from None
+        if node.enrolled_at is not None:  # a node never enrolled has no role
+            try:
+                db.session.execute(_DROP_SQL, {"id": node.id})
+            except ProgrammingError as exc:
+                db.session.rollback()
+                raise _provisioning(exc) from None
         node.revoked_at, node.token_hash, node.token_expires_at = utcnow(), None, None
         node.broker_hashes = None
         db.session.flush()

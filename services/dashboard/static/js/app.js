@@ -22,6 +22,7 @@ const ROUTES = [
   { path: "keys", title: "API keys", load: () => import("./views/keys.js") },
   { path: "webhooks", title: "Webhooks", load: () => import("./views/webhooks.js"), when: can.send },
   { path: "users", title: "Users", load: () => import("./views/users.js"), when: can.admin },
+  { path: "nodes", title: "Edge nodes", load: () => import("./views/nodes.js"), when: can.admin },
   { path: "account", title: "Account", load: () => import("./views/account.js") },
 ];
 
