@@ -48,6 +48,7 @@ PAGES = [
     "keys",
     "webhooks",
     "users",
+    "nodes",
 ]
 
 
