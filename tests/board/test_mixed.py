@@ -49,7 +49,15 @@ def stack(board_env, python, tmp_path_factory, db_session):
     procs: list[subprocess.Popen] = []
     port = free_port()
     tmp_path = tmp_path_factory.mktemp("mixed")
-    env = dict(board_env, JWT_SECRET="board-tests-" + secrets.token_hex(24), ROUTING_CACHE_SECONDS="0")
+    # No periodic sweep: a rebalance holds room on the idle SIM before it frees
+    # the busy one's (pipeline/rerouting.py), so a send in that instant sees
+    # both full. Seen in CI under load; this module is about routing.
+    env = dict(
+        board_env,
+        JWT_SECRET="board-tests-" + secrets.token_hex(24),
+        ROUTING_CACHE_SECONDS="0",
+        SWEEP_INTERVAL_SECONDS="3600",
+    )
 
     def spawn(name: str, argv: list[str], extra: dict[str, str]) -> subprocess.Popen:
         with open(tmp_path / f"{name}.log", "w") as log:

@@ -3,6 +3,7 @@ server-side filters and pagination."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,3 +76,36 @@ def test_the_outbox_is_filtered_and_paginated_by_the_server(page, personas, mode
     pager.filter(has_text="Page 1").wait_for()
     wait_rows(1)
     assert "+15557700007" in table.locator("tbody tr").inner_text()
+
+
+def test_a_user_sends_through_any_sim_of_a_site(page, personas, modem, api_env):
+    """Site routing from the Send page (docs/deployment.md, "Site-aware routing"):
+    the emulated modem is put at a site of this test's own for its duration."""
+    from sqlalchemy import create_engine, text
+
+    site = f"dash-{secrets.token_hex(2)}"
+    engine = create_engine(api_env["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE modems SET site = :s WHERE id = :id"), {"s": site, "id": modem["modem_id"]})
+    try:
+        login(page, "bob", PASSWORDS["bob"])
+        page.get_by_role("link", name="Send").click()
+        page.get_by_label("Recipient (international format)").fill("+15557650009")
+        page.get_by_label("Message").fill("Through the site")
+        sim = page.get_by_label("SIM", exact=True)
+        page.wait_for_function(
+            f"() => !!document.querySelector('select[name=sim_card_id] option[value=\"site:{site}\"]')"
+        )
+        sim.select_option(f"site:{site}")
+        page.get_by_label("Send at (optional, your local time)").fill(LATER.strftime("%Y-%m-%dT10:00"))
+        page.get_by_role("button", name="Send SMS").click()
+        page.locator("#sent-link").click()
+        assert site in page.locator("#detail-site").inner_text()
+        assert SIM_NUMBER in page.locator("#message-detail").inner_text()
+        page.locator("#cancel-button").click()
+        page.locator("#cancel-button").click()
+        page.locator("#detail-status .badge-cancelled").wait_for()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE modems SET site = NULL WHERE id = :id"), {"id": modem["modem_id"]})
+        engine.dispose()

@@ -246,6 +246,7 @@ function renderDetail(main, { socket }, id) {
             h("dt", null, "Text"), h("dd", { id: "detail-text", class: "text" }, m.message ?? ""),
             h("dt", null, "Encoding"), h("dd", null, `${m.encoding || ""} · ${m.segments ?? "?"} segment(s)`),
             h("dt", null, "SIM"), h("dd", null, m.sender_sim || (m.sim_card_id ? `SIM ${m.sim_card_id}` : "–")),
+            m.site ? [h("dt", null, "Site"), h("dd", { id: "detail-site" }, `${m.site} (only SIMs there)`)] : null,
             h("dt", null, "Priority"), h("dd", null, String(m.priority ?? "")),
             m.send_at ? [h("dt", null, "Send at"), h("dd", null, fmtTime(m.send_at))] : null,
             m.error_text || m.error_code ? [h("dt", null, "Error"), h("dd", { class: "error-text" }, `${m.error_code ?? ""} ${m.error_text ?? ""}`.trim())] : null,

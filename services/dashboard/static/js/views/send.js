@@ -16,12 +16,15 @@ export function render(main, ctx) {
   const message = h("textarea", { name: "message", required: true, maxLength: 1600 });
   const counter = h("p", { class: "counterline", id: "sms-counter", "aria-live": "polite" });
   const ucsHint = h("p", { class: "hint", id: "ucs-hint" });
+  // One choice: automatic, any SIM of a site (`site`), or one SIM (`sim_card_id`).
   const sim = h("select", { name: "sim_card_id" }, h("option", { value: "" }, "Automatic (best available SIM)"));
+  const bySite = h("optgroup", { label: "Any SIM at a site" });
+  const bySim = h("optgroup", { label: "This SIM" });
   const priority = h("select", { name: "priority" },
     h("option", { value: "normal" }, "Normal"), h("option", { value: "high" }, "High"));
   const sendAt = h("input", { name: "send_at", type: "datetime-local" });
   const onUnavailable = h("select", { name: "on_unavailable" },
-    h("option", { value: "wait" }, "Wait for the SIM"), h("option", { value: "fail" }, "Fail at once"));
+    h("option", { value: "wait" }, "Wait for it"), h("option", { value: "fail" }, "Fail at once"));
   const summary = h("p", { class: "form-error", role: "alert", id: "send-summary" });
   const result = h("div", { id: "send-result", role: "status" });
   const button = h("button", { type: "submit", class: "primary", id: "send-button" }, "Send SMS");
@@ -34,7 +37,7 @@ export function render(main, ctx) {
       field("Priority", priority)),
     h("div", { class: "row" },
       field("Send at (optional, your local time)", sendAt),
-      field("If the SIM is unavailable", onUnavailable)),
+      field("If the SIM or site is unavailable", onUnavailable)),
     summary,
     h("div", { class: "actions" }, button));
 
@@ -60,12 +63,19 @@ export function render(main, ctx) {
   let idemKey = null;
   form.addEventListener("input", () => { idemKey = null; });
 
+  api.get("/api/sites").then((b) => {
+    listOf(b, "sites").filter((x) => x.active_sims > 0).forEach((x) => {
+      bySite.appendChild(h("option", { value: `site:${x.site}` }, `${x.site} · ${x.online} of ${x.modems} modems online`));
+    });
+    if (bySite.children.length) sim.insertBefore(bySite, sim.children[1] || null);
+  }).catch(() => { /* sites are optional */ });
   api.get("/api/sim-cards").then((b) => {
     listOf(b, "sim_cards").forEach((x) => {
       const label = [x.number || `SIM ${x.id}`, x.label, x.status !== "active" ? x.status : null, x.online === false ? "offline" : null]
         .filter(Boolean).join(" · ");
-      sim.appendChild(h("option", { value: String(x.id) }, label));
+      bySim.appendChild(h("option", { value: String(x.id) }, label));
     });
+    sim.appendChild(bySim);
   }).catch(() => { /* automatic routing still works */ });
 
   form.addEventListener("submit", async (ev) => {
@@ -87,7 +97,8 @@ export function render(main, ctx) {
     }
     showErrors(form, null, summary);
     const payload = { recipient: to, message: message.value, priority: priority.value, on_unavailable: onUnavailable.value };
-    if (sim.value) payload.sim_card_id = Number(sim.value);
+    if (sim.value.startsWith("site:")) payload.site = sim.value.slice(5);
+    else if (sim.value) payload.sim_card_id = Number(sim.value);
     if (when) payload.send_at = when;
     idemKey = idemKey || (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
     button.disabled = true;
