@@ -1,6 +1,6 @@
 # A thin index; anything longer than a line lives in scripts/.
 .PHONY: test lint lock check-lock up demo down secrets backup restore bench native import-seed board-user \
-        probe add-modem remove-modem status logs
+        probe add-modem remove-modem status logs edge
 
 test:            ## create .venv, install everything, run the whole test suite
 	scripts/test.sh
@@ -28,6 +28,9 @@ probe:           ## list the serial ports and what answers on each (modem, IMEI,
 
 add-modem:       ## add a modem: make add-modem PORT=/dev/serial/by-id/... [ID=...] (or EMULATOR=generic)
 	scripts/add-modem.sh $(if $(PORT),PORT=$(PORT)) $(if $(ID),ID=$(ID)) $(if $(EMULATOR),EMULATOR=$(EMULATOR))
+
+edge:            ## on an edge node: trade the centre's one-time token for its credentials (edge.env): make edge CENTRE=https://... TOKEN=... CA=centre.pem
+	scripts/edge-join.py --centre "$(CENTRE)" --token "$(TOKEN)" --ca "$(CA)"
 
 remove-modem:    ## stop and remove a modem: make remove-modem ID=...
 	scripts/remove-modem.sh $(if $(ID),ID=$(ID))

@@ -73,12 +73,14 @@ def launch_worker(
     fast: bool = True,
     host: str = "127.0.0.1",
     wrap: Callable[[list[str]], list[str]] = list,
+    modem_id: str | None = None,
     **extra,
 ) -> EmulatedWorker:
     """`fast`: the suite's short timers (else production defaults); `host`
     and `wrap`: the control server's address and a wrapper of the command,
-    for a worker in a test WAN's namespace (support/wan.py)."""
-    modem_id = f"emu{secrets.token_hex(3)}"
+    for a worker in a test WAN's namespace (support/wan.py); `modem_id`: a
+    given one (an edge node's), else a fresh one."""
+    modem_id = modem_id or f"emu{secrets.token_hex(3)}"
     iccid = "8999" + "".join(str(secrets.randbelow(10)) for _ in range(15))
     number = "+1555" + "".join(str(secrets.randbelow(10)) for _ in range(7))
     port = free_port()

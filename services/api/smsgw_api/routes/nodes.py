@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Flask, jsonify, request
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import ProgrammingError
 
 from smsgw_api.core import ratelimit
@@ -73,7 +73,8 @@ def _issue(node: Node) -> dict:
         "token": token,
         "token_expires_at": iso(node.token_expires_at),
         # What the node's operator runs (docs/deployment.md); shown once, as the token.
-        "join": f"make edge CENTRE={centre} TOKEN={token}",
+        # CA: the centre's certificate (docs/deployment.md, "Enrolment"), which the node verifies it with.
+        "join": f"make edge CENTRE={centre} TOKEN={token} CA=centre-cert.pem",
     }
 
 
@@ -212,7 +213,7 @@ def enrol():
             "message": f"node {node.name} enrolled",
             "node": {"id": node.id, "name": node.name, "site": node.site},
             "modem_ids": creds.modem_ids(node.name, node.modems),
-            "database": {"user": role, "password": password},
+            "database": {"name": make_url(s.database_url).database, "user": role, "password": password},
             "broker": {"users": broker},
         }
     )
@@ -287,7 +288,7 @@ def init_app(app: Flask) -> None:
                         "message": STR,
                         "node": obj({"id": INT, "name": STR, "site": nullable(STR)}),
                         "modem_ids": array(STR),
-                        "database": obj({"user": STR, "password": STR}),
+                        "database": obj({"name": STR, "user": STR, "password": STR}),
                         "broker": obj({"users": {"type": "object", "additionalProperties": STR}}),
                     }
                 ),

@@ -45,6 +45,8 @@ export function render(main) {
       h("p", null, h("strong", null, `Token for node ${res.node.name}.`),
         ` Run this on the node before ${fmtTime(res.token_expires_at)}. It works once and will not be shown again.`),
       h("p", null, command),
+      h("p", { class: "hint" }, "centre-cert.pem: this centre's certificate, copied to the node beforehand ",
+        "(on the centre: docker compose exec dashboard cat /etc/nginx/tls/cert.pem). The node checks the centre with it before it sends the token."),
       h("div", { class: "actions" }, copy, h("button", { type: "button", onclick: () => replace(shown) }, "Done"))));
     copy.focus();
   }
