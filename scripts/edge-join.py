@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return fail(f"{args.centre} is not the centre in --ca {args.ca}; nothing was sent ({reason.verify_message})")
+            return fail(
+                f"{args.centre} is not the centre in --ca {args.ca}; nothing was sent ({reason.verify_message})"
+            )
         return fail(f"cannot reach {args.centre}: {reason}")
     if ca != args.ca.resolve():
         shutil.copyfile(args.ca, ca)
