@@ -8,10 +8,7 @@ role and every role logging in with its password, as in the stack."""
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import subprocess
-import sys
 from datetime import timedelta
 
 import psycopg2
@@ -22,7 +19,6 @@ from support.private_postgres import PrivatePostgres
 
 from smsgw_common.models import Node, utcnow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INSUFFICIENT_PRIVILEGE = "42501"
 
 
@@ -31,29 +27,7 @@ def centre(redis_url, mqtt_prefix, tmp_path_factory):
     broker_file = tmp_path_factory.mktemp("broker") / "passwd"
     pg = PrivatePostgres(passwords=True)
     try:
-        pg.create_database("smsgw")
-        passwords = {
-            var: secrets.token_urlsafe(24)
-            for var in (
-                "POSTGRES_OWNER_PASSWORD",
-                "POSTGRES_API_PASSWORD",
-                "POSTGRES_WORKER_PASSWORD",
-                "POSTGRES_COLLECTOR_PASSWORD",
-            )
-        }
-        env = {
-            **os.environ,
-            **passwords,
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": str(pg.port),
-            "POSTGRES_DB": "smsgw",
-            "POSTGRES_SUPERUSER": "postgres",
-            "POSTGRES_SUPERUSER_PASSWORD": "trusted-locally",
-        }
-        done = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "postgres", "setup.py")], env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
+        passwords = pg.db_setup("smsgw")
         from smsgw_api import create_app
         from smsgw_api.core.extensions import bus, db
 

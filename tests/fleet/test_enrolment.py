@@ -35,33 +35,6 @@ ENTRYPOINT = ROOT / "mosquitto" / "entrypoint.sh"
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
-def setup_database(pg: PrivatePostgres) -> dict[str, str]:
-    passwords = {
-        var: secrets.token_urlsafe(24)
-        for var in (
-            "POSTGRES_OWNER_PASSWORD",
-            "POSTGRES_API_PASSWORD",
-            "POSTGRES_WORKER_PASSWORD",
-            "POSTGRES_COLLECTOR_PASSWORD",
-        )
-    }
-    pg.create_database("smsgw")
-    env = {
-        **os.environ,
-        **passwords,
-        "POSTGRES_HOST": "127.0.0.1",
-        "POSTGRES_PORT": str(pg.port),
-        "POSTGRES_DB": "smsgw",
-        "POSTGRES_SUPERUSER": "postgres",
-        "POSTGRES_SUPERUSER_PASSWORD": "trusted-locally",
-    }
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "postgres" / "setup.py")], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return passwords
-
-
 def start_broker(directory: Path, tls, api_password: str, nodes_file: Path) -> tuple[subprocess.Popen, int]:
     """The stack's broker setup (entrypoint.sh: users, ACL, the nodes' file
     and its watcher), on a TLS listener of this test's own."""
@@ -98,7 +71,7 @@ def centre(tmp_path, redis_url, python):
     procs: list[subprocess.Popen] = []
     server = None
     try:
-        passwords = setup_database(pg)
+        passwords = pg.db_setup("smsgw")
         nodes_file = tmp_path / "nodes" / "passwd"
         nodes_file.parent.mkdir()
         mqtt_api_password = secrets.token_urlsafe(18)

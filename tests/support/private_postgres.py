@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -103,6 +105,35 @@ class PrivatePostgres:
         finally:
             conn.close()
         return self.url(name)
+
+    def db_setup(self, database: str = "smsgw") -> dict[str, str]:
+        """The stack's own db-setup (postgres/setup.py) on a new database:
+        every service's role with a password of its own (returned, by
+        variable name), the migrations, the grants, the provisioning of
+        edge nodes' roles. Use `passwords=True` so that they are needed."""
+        passwords = {
+            var: secrets.token_urlsafe(24)
+            for var in (
+                "POSTGRES_OWNER_PASSWORD",
+                "POSTGRES_API_PASSWORD",
+                "POSTGRES_WORKER_PASSWORD",
+                "POSTGRES_COLLECTOR_PASSWORD",
+            )
+        }
+        self.create_database(database)
+        env = {
+            **os.environ,
+            **passwords,
+            "POSTGRES_HOST": "127.0.0.1",
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_DB": database,
+            "POSTGRES_SUPERUSER": "postgres",
+            "POSTGRES_SUPERUSER_PASSWORD": "trusted-locally",  # pg_hba trusts postgres on 127.0.0.1
+        }
+        setup = Path(__file__).resolve().parents[2] / "postgres" / "setup.py"
+        done = subprocess.run([sys.executable, str(setup)], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return passwords
 
     def close(self) -> None:
         try:

@@ -292,6 +292,16 @@ def _even_out(session, room: Room, ready: list[int], all_targets, now, events, w
     return moved
 
 
+def _fail_if_asked(session, msg: Message, error_text: str, now: datetime, events: list) -> int:
+    """Fail a message that cannot go anywhere if its client asked for that
+    (on_unavailable=fail); else it waits. Returns how many failed (0 or 1)."""
+    if msg.on_unavailable != "fail":
+        return 0
+    q.record(session, msg, FAILED, source=SOURCE, at=now, error_text=error_text)
+    events.append(msg)
+    return 1
+
+
 def reroute_stuck(
     session,
     room: Room,
@@ -327,32 +337,13 @@ def reroute_stuck(
             continue
         reason = unavailable[old]
         if msg.pinned:
-            if msg.on_unavailable == "fail":
-                q.record(
-                    session,
-                    msg,
-                    FAILED,
-                    source=SOURCE,
-                    at=now,
-                    error_text=f"pinned SIM unavailable: {reason}",
-                )
-                events.append(msg)
-                failed += 1
+            failed += _fail_if_asked(session, msg, f"pinned SIM unavailable: {reason}", now, events)
             continue
         site, strict = sites.wanted(msg)
         picked = _pick(room, targets, msg, site, strict)
         if picked is None:
-            if strict and msg.on_unavailable == "fail" and not any(t.routing.site == site for t in targets):
-                q.record(
-                    session,
-                    msg,
-                    FAILED,
-                    source=SOURCE,
-                    at=now,
-                    error_text=f"no SIM at site {site} can send: {reason}",
-                )
-                events.append(msg)
-                failed += 1
+            if strict and not any(t.routing.site == site for t in targets):
+                failed += _fail_if_asked(session, msg, f"no SIM at site {site} can send: {reason}", now, events)
             continue  # waits until a SIM frees up, or until it expires
         moves.append(picked[1])
         target = picked[0].sim

@@ -80,3 +80,23 @@ export function loading() {
 export function errorBox(exc) {
   return h("p", { class: "form-error", role: "alert" }, String((exc && exc.message) || exc));
 }
+
+// A secret shown once: "Copy" puts `text` on the clipboard, or, without
+// clipboard permission, selects `shown` so that Ctrl+C works.
+export function copyButton(text, shown, props = {}) {
+  const copy = h("button", { type: "button", ...props }, "Copy");
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      copy.textContent = "Copied";
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(shown);
+      const sel = getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      copy.textContent = "Selected: press Ctrl+C";
+    }
+  });
+  return copy;
+}

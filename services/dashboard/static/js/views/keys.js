@@ -1,7 +1,7 @@
 // API keys: named, shown once at creation, revocable.
 import { api, can } from "../api.js";
 import { h, replace, field, showErrors, toast, dangerButton, fmtTime, badge } from "../dom.js";
-import { table, listOf, loading, errorBox } from "../widgets.js";
+import { table, listOf, loading, errorBox, copyButton } from "../widgets.js";
 
 export function render(main) {
   const name = h("input", { name: "name", required: true, maxLength: 100, placeholder: "e.g. billing system" });
@@ -29,21 +29,7 @@ export function render(main) {
       const res = await api.post("/api/api-keys", { name: name.value.trim() });
       name.value = "";
       const value = h("code", { class: "secret", id: "new-key-value" }, res.api_key);
-      const copy = h("button", { type: "button", id: "copy-key" }, "Copy");
-      copy.addEventListener("click", async () => {
-        try {
-          await navigator.clipboard.writeText(res.api_key);
-          copy.textContent = "Copied";
-        } catch {
-          // No clipboard permission: select it so Ctrl+C works.
-          const range = document.createRange();
-          range.selectNodeContents(value);
-          const sel = getSelection();
-          sel.removeAllRanges();
-          sel.addRange(range);
-          copy.textContent = "Selected: press Ctrl+C";
-        }
-      });
+      const copy = copyButton(res.api_key, value, { id: "copy-key" });
       replace(shown, h("div", { class: "card", role: "status" },
         h("p", null, h("strong", null, `Key "${res.name}" created.`), " Copy it now: it will not be shown again."),
         h("p", null, value), h("div", { class: "actions" }, copy,

@@ -3,7 +3,7 @@
 // revoke (its database login and broker users stop working at once).
 import { api } from "../api.js";
 import { h, replace, field, showErrors, toast, dangerButton, fmtTime, badge } from "../dom.js";
-import { table, listOf, loading, errorBox } from "../widgets.js";
+import { table, listOf, loading, errorBox, copyButton } from "../widgets.js";
 
 export function render(main) {
   const name = h("input", { name: "name", required: true, maxLength: 48, placeholder: "e.g. berlin-1", autocomplete: "off" });
@@ -27,20 +27,7 @@ export function render(main) {
 
   function showToken(res) {
     const command = h("code", { class: "secret", id: "join-command" }, res.join);
-    const copy = h("button", { type: "button", id: "copy-join" }, "Copy");
-    copy.addEventListener("click", async () => {
-      try {
-        await navigator.clipboard.writeText(res.join);
-        copy.textContent = "Copied";
-      } catch {
-        const range = document.createRange();
-        range.selectNodeContents(command);
-        const sel = getSelection();
-        sel.removeAllRanges();
-        sel.addRange(range);
-        copy.textContent = "Selected: press Ctrl+C";
-      }
-    });
+    const copy = copyButton(res.join, command, { id: "copy-join" });
     replace(shown, h("div", { class: "card", role: "status" },
       h("p", null, h("strong", null, `Token for node ${res.node.name}.`),
         ` Run this on the node before ${fmtTime(res.token_expires_at)}. It works once and will not be shown again.`),
