@@ -1,8 +1,9 @@
+import json
 import logging
 
 import pytest
 
-from smsgw_common.schemas import ModemCommand, OutboxWakeup, parse
+from smsgw_common.schemas import ModemCommand, ModemState, OutboxWakeup, parse
 from smsgw_common.topics import Topics
 
 
@@ -17,10 +18,19 @@ def test_topics_follow_the_design_under_the_prefix():
     assert t.modem_id_of("smsgw/events/messages") is None
 
 
-@pytest.mark.parametrize("bad", ["a/b", "+", "#", "", "x" * 65, "sp ace"])
+# "abc\n": re.match with `$` once let a trailing newline through (check_id).
+@pytest.mark.parametrize("bad", ["a/b", "+", "#", "", "x" * 65, "sp ace", "abc\n"])
 def test_an_id_that_would_change_the_topic_is_refused(bad):
     with pytest.raises(ValueError):
         Topics().outbox(bad)
+
+
+@pytest.mark.parametrize("field", ["node", "site"])
+@pytest.mark.parametrize("bad", ["de\n", "a/b", "x" * 65, ""])
+def test_a_modem_state_with_a_node_or_site_routing_could_not_match_is_dropped(field, bad):
+    raw = ModemState(modem_id="m1", online=True, ts="2026-12-07T12:00:00Z").model_dump(mode="json")
+    assert parse(ModemState, json.dumps({**raw, field: "de"}).encode()) is not None
+    assert parse(ModemState, json.dumps({**raw, field: bad}).encode()) is None
 
 
 def test_a_valid_payload_parses_and_unknown_fields_are_ignored():
