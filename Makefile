@@ -1,6 +1,6 @@
 # A thin index; anything longer than a line lives in scripts/.
 .PHONY: test lint lock check-lock up demo down secrets backup restore bench native import-seed board-user \
-        probe add-modem remove-modem status logs edge
+        probe add-modem remove-modem status logs edge centre
 
 test:            ## create .venv, install everything, run the whole test suite
 	scripts/test.sh
@@ -29,8 +29,12 @@ probe:           ## list the serial ports and what answers on each (modem, IMEI,
 add-modem:       ## add a modem: make add-modem PORT=/dev/serial/by-id/... [ID=...] (or EMULATOR=generic)
 	scripts/add-modem.sh $(if $(PORT),PORT=$(PORT)) $(if $(ID),ID=$(ID)) $(if $(EMULATOR),EMULATOR=$(EMULATOR))
 
-edge:            ## on an edge node: trade the centre's one-time token for its credentials (edge.env): make edge CENTRE=https://... TOKEN=... CA=centre.pem
-	scripts/edge-join.py --centre "$(CENTRE)" --token "$(TOKEN)" --ca "$(CA)"
+centre:          ## make this stack the centre of several sites: Postgres and the broker published to edge nodes, TLS only
+	NAMES="$(NAMES)" scripts/centre.sh
+
+edge:            ## on an edge node: join the centre and start its workers: make edge CENTRE=https://... TOKEN=... CA=centre.pem PORTS="..."
+	CENTRE="$(CENTRE)" TOKEN="$(TOKEN)" CA="$(CA)" PORTS="$(PORTS)" EMULATOR="$(EMULATOR)" \
+	  DB_PORT="$(DB_PORT)" MQTT_PORT="$(MQTT_PORT)" scripts/edge.sh
 
 remove-modem:    ## stop and remove a modem: make remove-modem ID=...
 	scripts/remove-modem.sh $(if $(ID),ID=$(ID))

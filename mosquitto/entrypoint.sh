@@ -10,7 +10,8 @@
 #
 # Outside the image (tests/board/test_broker_access.py runs this very script
 # against a local mosquitto) four paths can be moved: MOSQUITTO_AUTH_DIR,
-# BOARDS_PASSWD_FILE, NODES_PASSWD_FILE and MOSQUITTO_EXEC.
+# BOARDS_PASSWD_FILE, NODES_PASSWD_FILE and MOSQUITTO_EXEC; and the TLS
+# listener (MQTT_TLS_LISTENER, "port [address]").
 set -eu
 here="$(dirname "$0")"
 
@@ -127,7 +128,9 @@ $(boards_acl_anonymous)
 user ${MQTT_API_USERNAME:-api}
 topic write ${p}modems/+/outbox
 topic write ${p}modems/+/command
-topic read ${p}modems/+/state
+# Write too: revoking an edge node replaces its modems' retained "online"
+# (the removed users' last wills are refused; routes/nodes.py).
+topic readwrite ${p}modems/+/state
 topic read ${p}modems/+/command/reply
 topic readwrite ${p}events/messages
 topic write ${p}stats/+
@@ -176,6 +179,30 @@ mv "$auth/acl.new" "$auth/acl"
 }
 
 generate
+
+# A centre (compose.centre.yml) also listens for edge nodes over TLS, with the
+# certificate the dashboard presents: MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE
+# name it (read here as root; the broker gets its own copy it may read).
+rm -f "$auth/conf.d/tls.conf"
+if [ -n "${MQTT_TLS_CERT_FILE:-}${MQTT_TLS_KEY_FILE:-}" ]; then
+  for f in "${MQTT_TLS_CERT_FILE:-}" "${MQTT_TLS_KEY_FILE:-}"; do
+    if [ ! -s "$f" ]; then
+      echo "mosquitto: MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE must both name readable files ('$f' is not one)" >&2
+      exit 2
+    fi
+  done
+  cp "$MQTT_TLS_CERT_FILE" "$auth/tls-cert.pem"
+  cp "$MQTT_TLS_KEY_FILE" "$auth/tls-key.pem"
+  cat >"$auth/conf.d/tls.conf" <<TLS
+# Written by entrypoint.sh: edge nodes' workers connect here (docs/deployment.md, "Several sites").
+listener ${MQTT_TLS_LISTENER:-8883}
+certfile $auth/tls-cert.pem
+keyfile $auth/tls-key.pem
+tls_version tlsv1.2
+TLS
+  chown root:mosquitto "$auth/tls-cert.pem" "$auth/tls-key.pem" "$auth/conf.d/tls.conf"
+  chmod 0640 "$auth/tls-cert.pem" "$auth/tls-key.pem" "$auth/conf.d/tls.conf"
+fi
 
 # The nodes' file changes while the broker runs. This process becomes the
 # broker (exec below), so the watcher signals its own parent's pid: SIGHUP

@@ -96,10 +96,7 @@ SERVICE
 } | sed '/^$/d' >"$tmp"
 mv "$tmp" "$modems_file"
 
-# Plain `docker compose ...` in this directory sees the modems too.
-if [ "$modems_file" = compose.modems.yml ] && ! grep -q '^COMPOSE_FILE=' "$env_file"; then
-  printf 'COMPOSE_FILE=docker-compose.yml:compose.modems.yml\n' >>"$env_file"
-fi
+record_compose_files
 SMSGW_MODEMS_FILE="$modems_file" scripts/setup-secrets.sh "$env_file" >/dev/null
 # The broker learns the new password when compose recreates it (its
 # MQTT_MODEM_PASSWORDS changed); the other workers reconnect by themselves.

@@ -136,6 +136,7 @@ def test_a_token_buys_once_a_database_login_with_a_workers_rights_and_no_more(ce
     # One broker user per modem, known to the broker by its hash only.
     users = broker_users(centre)
     assert set(login["broker"]["users"]) == set(node["modem_ids"]) <= set(users)
+    assert login["broker"]["keepalive"] == 30  # its last will 45 s after its last word (NODE_UNREACHABLE_SECONDS)
     for modem_id, password in login["broker"]["users"].items():
         assert users[modem_id].startswith("$7$") and password not in users[modem_id]
         assert opens(users[modem_id], password)

@@ -43,6 +43,8 @@ def test_it_reads_the_secret_from_a_file(tmp_path):
         ("JWT_TTL_HOURS", "-1"),
         ("CORS_ALLOWED_ORIGINS", "*"),
         ("PAGE_SIZE_DEFAULT", "500"),
+        ("NODE_UNREACHABLE_SECONDS", "5"),
+        ("NODE_UNREACHABLE_SECONDS", "86400"),
     ],
 )
 def test_it_refuses_invalid_values_naming_the_variable(name, value):
@@ -53,3 +55,4 @@ def test_it_refuses_invalid_values_naming_the_variable(name, value):
 def test_defaults_are_the_documented_ones():
     s = ApiSettings.from_env(env())
     assert (s.jwt_ttl_hours, s.max_segments, s.max_page_size, s.cors_allowed_origins) == (24, 10, 200, ())
+    assert s.node_unreachable_seconds == 45

@@ -36,13 +36,15 @@ def free_port() -> int:
 class Client:
     """A client that records what it receives and how its connection went."""
 
-    def __init__(self, port: int, user: str | None = None, password: str | None = None):
+    def __init__(self, port: int, user: str | None = None, password: str | None = None, ca: Path | None = None):
         self.messages: list[tuple[str, bytes]] = []
         self.result: ReasonCode | None = None
         self.done = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{secrets.token_hex(4)}")
         if user is not None:
             self.client.username_pw_set(user, password)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.connect("127.0.0.1", port)
@@ -82,7 +84,7 @@ def broker(tmp_path):
     procs: list[subprocess.Popen] = []
     clients: list[Client] = []
 
-    def start(anonymous: bool = False, demo: str | None = None):
+    def start(anonymous: bool = False, demo: str | None = None, tls: dict[str, str] | None = None):
         boards_file = tmp_path / "boards" / "passwd"
         numbers = [random_number()[1:], random_number()[1:]]
         passwords = {}
@@ -120,6 +122,7 @@ def broker(tmp_path):
         }
         if demo:
             env.update(DEMO_BOARD_NUMBER="+" + demo, MQTT_DEMO_BOARD_PASSWORD=passwords["demo"])
+        env.update(tls or {})
         with open(tmp_path / "mosquitto.log", "w") as log:
             proc = subprocess.Popen(
                 [str(ENTRYPOINT), "-c", str(tmp_path / "mosquitto.conf")], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -297,3 +300,50 @@ def test_an_edge_nodes_modem_users_come_and_go_with_the_apis_file_without_a_rest
     assert not edge.client.is_connected()
     assert ("smsgw/modems/usb-1/state", b"not mine") not in api.messages
     edge.close()
+
+
+def test_a_centre_broker_also_listens_over_tls_with_the_certificate_it_is_given(broker, tmp_path):
+    """compose.centre.yml: edge nodes' workers reach the broker on a TLS port
+    (MQTT_TLS_*), with the same users and ACL as the plain listener."""
+    from support.tls import make_server_tls
+
+    tls = make_server_tls(tmp_path / "tls", "127.0.0.1")
+    start, connect = broker
+    tls_port = free_port()
+    files = {"MQTT_TLS_CERT_FILE": str(tls.cert), "MQTT_TLS_KEY_FILE": str(tls.key)}
+    port, passwords, _ = start(tls={**files, "MQTT_TLS_LISTENER": f"{tls_port} 127.0.0.1"})
+    wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", tls_port)) == 0, 10, 0.05, "the TLS listener")
+
+    worker = Client(tls_port, "usb-1", passwords["usb-1"], ca=tls.ca)
+    assert worker.accepted
+    api = connect(port, "api", passwords["api"])
+    api.subscribe("smsgw/modems/+/state")
+    worker.publish("smsgw/modems/usb-1/state", b"over tls")
+    wait_until(lambda: ("smsgw/modems/usb-1/state", b"over tls") in api.messages, 5, 0.05, "the state over TLS")
+    worker.close()
+    # The ACL is the same on both listeners: still only its own topics.
+    worker = Client(tls_port, "usb-1", passwords["usb-1"], ca=tls.ca)
+    worker.publish("smsgw/modems/board-x/state", b"not mine")
+    worker.close()
+    # Without a password, or without TLS on that port, nobody gets in.
+    assert not Client(tls_port, "usb-1", "wrong", ca=tls.ca).accepted
+    with pytest.raises(AssertionError, match="no CONNACK"):
+        Client(tls_port, "usb-1", passwords["usb-1"])
+    assert ("smsgw/modems/board-x/state", b"not mine") not in api.messages
+
+
+def test_a_broker_given_half_a_certificate_does_not_start(tmp_path):
+    env = {
+        "PATH": os.environ["PATH"],
+        "MQTT_API_PASSWORD": secrets.token_urlsafe(18),
+        "MQTT_STATS_COLLECTOR_PASSWORD": secrets.token_urlsafe(18),
+        "MQTT_MODEM_PASSWORDS": f"usb-1:{secrets.token_urlsafe(18)}",
+        "MOSQUITTO_AUTH_DIR": str(tmp_path / "auth"),
+        "NODES_PASSWD_FILE": str(tmp_path / "nodes" / "passwd"),
+        "BOARDS_PASSWD_FILE": str(tmp_path / "boards" / "passwd"),
+        "MOSQUITTO_EXEC": "/bin/true",
+        "MQTT_TLS_CERT_FILE": str(tmp_path / "missing.pem"),
+    }
+    done = subprocess.run([str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE must both name readable files" in done.stderr

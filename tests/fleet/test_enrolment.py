@@ -4,8 +4,10 @@ centre's certificate, and a modem worker started with the settings it wrote
 reaches the centre's Postgres and broker with the node's own credentials
 only: a Postgres set up by the stack's db-setup, where every role needs its
 password, and a broker configured by the stack's entrypoint, which knows the
-node's users only from the file the API wrote. A message bound to the node's
-site is then sent through its modem."""
+node's users only from the file the API wrote. Both as compose.centre.yml
+runs them: Postgres with the centre's pg_hba.conf (TLS only over the
+network), the broker's TLS listener from the entrypoint. A message bound to
+the node's site is then sent through its modem."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import psycopg2
 import pytest
 import requests
 from sqlalchemy import create_engine, text
@@ -35,16 +38,17 @@ ENTRYPOINT = ROOT / "mosquitto" / "entrypoint.sh"
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
-def start_broker(directory: Path, tls, api_password: str, nodes_file: Path) -> tuple[subprocess.Popen, int]:
+def start_broker(directory: Path, tls, api_password: str, nodes_file: Path) -> tuple[subprocess.Popen, int, int]:
     """The stack's broker setup (entrypoint.sh: users, ACL, the nodes' file
-    and its watcher), on a TLS listener of this test's own."""
-    port = free_port()
+    and its watcher, the TLS listener for edge nodes) on ports of this
+    test's own: (process, plain port, TLS port)."""
+    port, tls_port = free_port(), free_port()
     auth = directory / "auth"
     conf = directory / "mosquitto.conf"
     conf.write_text(
         "per_listener_settings false\nallow_anonymous false\nuser root\n"
         f"password_file {auth / 'passwd'}\nacl_file {auth / 'acl'}\ninclude_dir {auth / 'conf.d'}\n"
-        f"listener {port} 127.0.0.1\ncafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
+        f"listener {port} 127.0.0.1\n"
     )
     env = {
         "PATH": os.environ["PATH"],
@@ -58,10 +62,13 @@ def start_broker(directory: Path, tls, api_password: str, nodes_file: Path) -> t
         "NODES_RELOAD_SECONDS": "0.5",
         "NODES_WRITER_UID": "0",
         "MOSQUITTO_EXEC": MOSQUITTO,
+        "MQTT_TLS_CERT_FILE": str(tls.cert),
+        "MQTT_TLS_KEY_FILE": str(tls.key),
+        "MQTT_TLS_LISTENER": f"{tls_port} 127.0.0.1",
     }
     with open(directory / "mosquitto.log", "w") as log:
         proc = subprocess.Popen([str(ENTRYPOINT), "-c", str(conf)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    return proc, port
+    return proc, port, tls_port
 
 
 @pytest.fixture
@@ -72,10 +79,11 @@ def centre(tmp_path, redis_url, python):
     server = None
     try:
         passwords = pg.db_setup("smsgw")
+        pg.use_hba(ROOT / "postgres" / "centre" / "pg_hba.conf")
         nodes_file = tmp_path / "nodes" / "passwd"
         nodes_file.parent.mkdir()
         mqtt_api_password = secrets.token_urlsafe(18)
-        broker, mqtt_port = start_broker(tmp_path, tls, mqtt_api_password, nodes_file)
+        broker, mqtt_port, mqtt_tls_port = start_broker(tmp_path, tls, mqtt_api_password, nodes_file)
         procs.append(broker)
         from werkzeug.serving import make_server
 
@@ -89,15 +97,15 @@ def centre(tmp_path, redis_url, python):
             "smsgw/",
             NODES_BROKER_FILE=nodes_file,
             MQTT_PORT=mqtt_port,
-            MQTT_CA_FILE=tls.ca,
             MQTT_API_USERNAME="api",
             MQTT_API_PASSWORD=mqtt_api_password,
+            NODE_UNREACHABLE_SECONDS=18,
         )
         app = create_app({"ENV": env, "TESTING": True})
         https = free_port()
         server = make_server("127.0.0.1", https, app, threaded=True, ssl_context=(str(tls.cert), str(tls.key)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        superuser = create_engine(pg.url("smsgw"))
+        superuser = create_engine(pg.socket_url("smsgw"))
         admin = make_persona(superuser, "enrol-admin", "admin")
         yield {
             "url": f"https://127.0.0.1:{https}",
@@ -105,7 +113,7 @@ def centre(tmp_path, redis_url, python):
             "admin": admin,
             "db": superuser,
             "pg": pg,
-            "mqtt_port": mqtt_port,
+            "mqtt_port": mqtt_tls_port,
             "dir": tmp_path,
         }
         bus.stop(app)
@@ -158,6 +166,12 @@ def test_a_node_joins_with_its_token_and_its_modem_sends_with_the_nodes_own_cred
     settings = read_env(edge / "edge.env")
     assert settings["NODE_NAME"] == "lyon-1" and settings["SITE"] == "fr" and settings["MODEM_1_ID"] == "lyon-1-1"
     assert "sslmode=verify-full" in settings["DATABASE_URL"] and "smsgw_node_" in settings["DATABASE_URL"]
+    assert settings["MQTT_KEEPALIVE"] == "12"  # the centre's NODE_UNREACHABLE_SECONDS=18, over 1.5
+    # Over the network the centre's Postgres speaks only TLS, to every role.
+    plain = settings["DATABASE_URL"].replace("+psycopg2", "").split("?")[0] + "?sslmode=disable"
+    with pytest.raises(psycopg2.OperationalError, match="no encryption"):
+        psycopg2.connect(plain, connect_timeout=10).close()
+    psycopg2.connect(settings["DATABASE_URL"].replace("+psycopg2", ""), connect_timeout=10).close()
     again = join(centre, token, centre["tls"].ca, centre["dir"] / "again.env")
     assert again.returncode == 2 and "refused the token (401)" in again.stderr
 
@@ -168,6 +182,7 @@ def test_a_node_joins_with_its_token_and_its_modem_sends_with_the_nodes_own_cred
         "MQTT_HOST": settings["MQTT_HOST"],
         "MQTT_PORT": settings["MQTT_PORT"],
         "MQTT_CA_FILE": settings["MQTT_CA_FILE"],
+        "MQTT_KEEPALIVE": settings["MQTT_KEEPALIVE"],
         "MQTT_PREFIX": "smsgw/",
         "NODE_NAME": settings["NODE_NAME"],
         "SITE": settings["SITE"],

@@ -4,6 +4,8 @@ sites"); a modem of the centre has none."""
 
 from __future__ import annotations
 
+import secrets
+
 from .conftest import wait_until
 
 
@@ -18,3 +20,40 @@ def test_a_modem_on_an_edge_node_is_listed_with_its_node_site_and_journal_backlo
     assert (at_edge["node"], at_edge["site"], at_edge["journal_backlog"]) == ("berlin-1", "de", 0)
     at_centre = wait_until(lambda: listed(centre), 15, 0.1, "the centre's modem in the listing")
     assert (at_centre["node"], at_centre["site"], at_centre["journal_backlog"]) == (None, None, 0)
+
+
+def test_a_revoked_nodes_modems_go_offline_at_once_and_no_state_of_theirs_brings_them_back(
+    api, people, workers, mqtt, db_session
+):
+    """Revoking removes the node's broker users, and a removed user's last
+    will is refused by the ACL: the centre would never hear "offline". And the
+    broker still holds their last retained "online" state, which it hands to
+    the API again after a restart."""
+    from smsgw_common.models import Modem
+
+    made = api.post("/api/nodes", people["alice"], {"name": f"rv-{secrets.token_hex(2)}", "site": "rv", "modems": 1})
+    assert made.status_code == 201, made.text
+    node = made.json()["node"]
+    worker = workers(1, NODE_NAME=node["name"], SITE="rv", modem_id=node["modem_ids"][0])[0]
+
+    def online(modem_id: str) -> bool | None:
+        with db_session() as s:
+            row = s.get(Modem, modem_id)
+            return None if row is None else row.online
+
+    wait_until(lambda: online(worker.modem_id), 15, 0.1, "the node's modem online")
+    revoked = api.delete(f"/api/nodes/{node['id']}", people["alice"])
+    assert revoked.status_code == 200, revoked.text
+    assert online(worker.modem_id) is False  # in the revoke's own transaction
+    listed = next(m for m in api.get("/api/modems", people["carol"]).json()["modems"] if m["id"] == worker.modem_id)
+    assert (listed["online"], listed["last_error"]) == (False, f"node {node['name']} revoked")
+
+    # Its worker still speaks here (the shared test broker has no users to
+    # remove), and a retained "online" comes back: neither counts. A state
+    # of another modem published after them shows they were handled.
+    mqtt.modem_state(worker.modem_id, True, node=node["name"], site="rv")
+    marker = f"marker-{secrets.token_hex(3)}"
+    mqtt.modem_state(marker, False, last_error="marker")
+    wait_until(lambda: online(marker) is False, 15, 0.1, "the marker's state handled")
+    assert online(worker.modem_id) is False
+    worker.stop()

@@ -85,6 +85,20 @@ class PrivatePostgres:
     def url(self, database: str, host: str = "127.0.0.1") -> str:
         return f"postgresql+psycopg2://postgres@{host}:{self.port}/{database}"
 
+    def socket_url(self, database: str) -> str:
+        """The superuser over the Unix socket: what pg_hba's `local` lines govern."""
+        return f"postgresql+psycopg2://postgres@/{database}?host={self.dir}&port={self.port}"
+
+    def use_hba(self, path: Path) -> None:
+        """Replace pg_hba.conf with `path`; a restart, so that no connection
+        made afterwards can still meet the old rules (a reload is asynchronous)."""
+        shutil.copy(path, self.data / "pg_hba.conf")
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.data / "pg_hba.conf", pw.pw_uid, pw.pw_gid)
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.start()
+
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses={self.listen} -c fsync=off"
         opts += f" -c max_connections={self.max_connections}{self.tls_opts}"

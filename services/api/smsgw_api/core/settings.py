@@ -133,6 +133,9 @@ class ApiSettings:
     auth_cache_seconds: float = 2.0  # how long a worker trusts a key/user lookup
     trust_proxy: bool = False  # take the client ip from X-Forwarded-For (nginx)
     nodes_broker_file: str | None = None  # edge nodes' broker users, for mosquitto/entrypoint.sh
+    # How long an edge node's modem may be unheard before the centre marks it
+    # offline (its last will): nodes are given the MQTT keepalive that makes it so.
+    node_unreachable_seconds: int = 45
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     extra: dict = field(default_factory=dict)
 
@@ -171,6 +174,7 @@ class ApiSettings:
             auth_cache_seconds=env_float("AUTH_CACHE_SECONDS", 2.0, environ),
             trust_proxy=env_bool("TRUST_PROXY", False, environ),
             nodes_broker_file=env_value("NODES_BROKER_FILE", environ),
+            node_unreachable_seconds=env_int("NODE_UNREACHABLE_SECONDS", 45, environ),
             pipeline=PipelineSettings.from_env(environ),
         )
         settings.validate()
@@ -189,6 +193,8 @@ class ApiSettings:
             raise SettingsError("MAX_BODY_BYTES must be at least 1024")
         if min(self.login_max_attempts, self.login_max_attempts_per_address, self.login_window_seconds) < 1:
             raise SettingsError("LOGIN_MAX_ATTEMPTS(_PER_ADDRESS) and LOGIN_WINDOW_SECONDS must be at least 1")
+        if not 15 <= self.node_unreachable_seconds <= 3600:
+            raise SettingsError("NODE_UNREACHABLE_SECONDS must be between 15 and 3600")
         if self.password_hash_concurrency < 1:
             raise SettingsError("PASSWORD_HASH_CONCURRENCY must be at least 1")
         if "*" in self.cors_allowed_origins:

@@ -51,6 +51,17 @@ def modem_ids(name: str, modems: int) -> list[str]:
     return [f"{name}-{k}" for k in range(1, modems + 1)]
 
 
+def keepalive_for(unreachable_seconds: int) -> int:
+    """The MQTT keepalive a node's workers use: the broker gives up on a
+    client, and publishes its last will, after 1.5 times it without a word."""
+    return unreachable_seconds * 2 // 3
+
+
+def revoked_error(name: str) -> str:
+    """What a revoked node's modems show as their last error."""
+    return f"node {name} revoked"
+
+
 def new_password() -> str:
     return secrets.token_urlsafe(32)
 

@@ -27,10 +27,11 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from smsgw_api.core.runtime import MODEM_STATUS_KEY, MQTT_STATUS_KEY, Runtime
+from smsgw_api.domain.nodes import revoked_error
 from smsgw_api.domain.webhooks import enqueue_modem_event
 from smsgw_api.pipeline.loop import WakeableLoop
 from smsgw_common.db import session_scope
-from smsgw_common.models import RECEIVED, Message, Modem, SimCard, utcnow
+from smsgw_common.models import RECEIVED, Message, Modem, Node, SimCard, utcnow
 from smsgw_common.mqtt import Bus
 from smsgw_common.schemas import MessageEventPayload, ModemState, parse
 
@@ -270,7 +271,24 @@ class EventConsumer(WakeableLoop):
                 },
             )
 
+    def _unless_revoked(self, modem_id: str, st: ModemState) -> ModemState:
+        """A revoked node's modem stays offline, whatever says otherwise: its
+        last retained state (the broker hands it over again after a restart)
+        or a worker the broker has not shut out (routes/nodes.py, revoke)."""
+        if not st.online:
+            return st
+        with session_scope(self.runtime.sessionmaker) as session:
+            node = session.scalar(
+                select(Node.name)
+                .join(Modem, Modem.node == Node.name)
+                .where(Modem.id == modem_id, Node.revoked_at.is_not(None))
+            )
+        if node is None:
+            return st
+        return st.model_copy(update={"online": False, "last_error": revoked_error(node), "reason": "revoked"})
+
     def handle_modem_state(self, modem_id: str, st: ModemState) -> None:
+        st = self._unless_revoked(modem_id, st)
         data = modem_status_payload(modem_id, st)
         r = self.runtime.redis
         status_key = self.runtime.key(MODEM_STATUS_KEY)

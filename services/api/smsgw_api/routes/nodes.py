@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Flask, jsonify, request
-from sqlalchemy import func, make_url, select, text
+from sqlalchemy import func, make_url, select, text, update
 from sqlalchemy.exc import ProgrammingError
 
 from smsgw_api.core import ratelimit
 from smsgw_api.core.errors import ApiError, Conflict, NotFound, Unauthorized
-from smsgw_api.core.extensions import db
+from smsgw_api.core.extensions import bus, db
 from smsgw_api.core.openapi import INT, NO_BODY, STR, TIME, array, nullable, obj, ok, register
 from smsgw_api.core.ratelimit import Limit
 from smsgw_api.core.security import current_principal, require_role
@@ -32,6 +32,7 @@ from smsgw_api.core.web import audit, body, client_ip, iso, settings
 from smsgw_api.domain import nodes as creds
 from smsgw_api.domain.requests import Enrol, NewNode
 from smsgw_common.models import Modem, Node, utcnow
+from smsgw_common.schemas import ModemState
 
 log = logging.getLogger(__name__)
 bp = Blueprint("nodes", __name__)
@@ -165,10 +166,23 @@ def revoke_node(node_id: int):
                 raise _provisioning(exc) from None
         node.revoked_at, node.token_hash, node.token_expires_at = utcnow(), None, None
         node.broker_hashes = None
+        # Offline now: the broker refuses a removed user's last will (the ACL
+        # has no block for it any more), so none would ever say so.
+        why = creds.revoked_error(node.name)
+        modem_ids = creds.modem_ids(node.name, node.modems)
+        db.session.execute(update(Modem).where(Modem.id.in_(modem_ids)).values(online=False, last_error=why))
         db.session.flush()
         _write_broker_users()
         audit("node_revoke", f"node {node.name} revoked: its database role and broker users gone, its sessions ended")
         db.session.commit()
+        # Their retained "online" replaced, for every subscriber (the stats
+        # collector too); the API's own consumer then tells dashboards and
+        # webhooks and wakes the sweeper, which moves their queued work.
+        for modem_id in modem_ids:
+            state = ModemState(
+                modem_id=modem_id, online=False, ts=utcnow(), last_error=why, reason="revoked", node=node.name
+            )
+            bus.publish(bus.topics.state(modem_id), state.to_json(), qos=1, retain=True)
     return jsonify({"message": f"node {node.name} revoked", "node": node_json(node)})
 
 
@@ -214,7 +228,7 @@ def enrol():
             "node": {"id": node.id, "name": node.name, "site": node.site},
             "modem_ids": creds.modem_ids(node.name, node.modems),
             "database": {"name": make_url(s.database_url).database, "user": role, "password": password},
-            "broker": {"users": broker},
+            "broker": {"users": broker, "keepalive": creds.keepalive_for(s.node_unreachable_seconds)},
         }
     )
 
@@ -289,7 +303,7 @@ def init_app(app: Flask) -> None:
                         "node": obj({"id": INT, "name": STR, "site": nullable(STR)}),
                         "modem_ids": array(STR),
                         "database": obj({"name": STR, "user": STR, "password": STR}),
-                        "broker": obj({"users": {"type": "object", "additionalProperties": STR}}),
+                        "broker": obj({"users": {"type": "object", "additionalProperties": STR}, "keepalive": INT}),
                     }
                 ),
                 "401": {"description": "unknown, used or expired token"},
