@@ -128,9 +128,7 @@ $(boards_acl_anonymous)
 user ${MQTT_API_USERNAME:-api}
 topic write ${p}modems/+/outbox
 topic write ${p}modems/+/command
-# Write too: revoking an edge node replaces its modems' retained "online"
-# (the removed users' last wills are refused; routes/nodes.py).
-topic readwrite ${p}modems/+/state
+topic read ${p}modems/+/state
 topic read ${p}modems/+/command/reply
 topic readwrite ${p}events/messages
 topic write ${p}stats/+

@@ -23,7 +23,7 @@ def test_a_modem_on_an_edge_node_is_listed_with_its_node_site_and_journal_backlo
 
 
 def test_a_revoked_nodes_modems_go_offline_at_once_and_no_state_of_theirs_brings_them_back(
-    api, people, workers, mqtt, db_session
+    api, people, workers, mqtt, db_session, sockets
 ):
     """Revoking removes the node's broker users, and a removed user's last
     will is refused by the ACL: the centre would never hear "offline". And the
@@ -42,18 +42,27 @@ def test_a_revoked_nodes_modems_go_offline_at_once_and_no_state_of_theirs_brings
             return None if row is None else row.online
 
     wait_until(lambda: online(worker.modem_id), 15, 0.1, "the node's modem online")
+    # A node cut off, or a Pi pulled: nothing of it speaks (its last will is
+    # 45 s away, and a revoked user's would be refused anyway).
+    worker.kill()
+    dashboard = sockets(auth={"token": people["carol"].token()})
     revoked = api.delete(f"/api/nodes/{node['id']}", people["alice"])
     assert revoked.status_code == 200, revoked.text
     assert online(worker.modem_id) is False  # in the revoke's own transaction
     listed = next(m for m in api.get("/api/modems", people["carol"]).json()["modems"] if m["id"] == worker.modem_id)
-    assert (listed["online"], listed["last_error"]) == (False, f"node {node['name']} revoked")
+    why = f"node {node['name']} revoked"
+    assert (listed["online"], listed["last_error"]) == (False, why)
+    # Open dashboards are told, and one that connects later starts from it.
+    dashboard.wait_for("modem_status", lambda d: d["modem_id"] == worker.modem_id and d["last_error"] == why)
+    later = sockets(auth={"token": people["carol"].token()})
+    first = later.wait_for("modem_status", lambda d: d["modem_id"] == worker.modem_id)
+    assert (first["online"], first["last_error"]) == (False, why)
 
-    # Its worker still speaks here (the shared test broker has no users to
-    # remove), and a retained "online" comes back: neither counts. A state
-    # of another modem published after them shows they were handled.
+    # A retained "online" handed over again, or a worker the broker has not
+    # shut out, does not count. A state of another modem published after it
+    # shows that it was handled.
     mqtt.modem_state(worker.modem_id, True, node=node["name"], site="rv")
     marker = f"marker-{secrets.token_hex(3)}"
     mqtt.modem_state(marker, False, last_error="marker")
     wait_until(lambda: online(marker) is False, 15, 0.1, "the marker's state handled")
     assert online(worker.modem_id) is False
-    worker.stop()

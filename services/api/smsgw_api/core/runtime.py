@@ -8,6 +8,7 @@ pipeline` builds one alone, so the background loops run without any HTTP app.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -99,6 +100,14 @@ class Runtime:
         if self._bus is not None and self._bus_pid == os.getpid():
             self._bus.stop()
         self._bus = None
+
+    def keep_modem_status(self, modem_id: str, data: dict) -> None:
+        """A modem's last status, for sockets that connect later (live/socketio.py)
+        and for the events consumer's previous-state check; never raises."""
+        try:
+            self.redis.hset(self.key(MODEM_STATUS_KEY), modem_id, json.dumps(data))
+        except redis_lib.RedisError as exc:
+            log.warning("modem %s: state not kept in Redis for new sockets (%s)", modem_id, exc)
 
     # --- Socket.IO: every emit goes through the Redis queue
 

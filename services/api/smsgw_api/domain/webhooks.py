@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from smsgw_common.models import DELIVERED, EXPIRED, FAILED, RECEIVED, SENT, User, Webhook, WebhookDelivery
+from smsgw_common.schemas import ModemState
 
 STATE_EVENTS = {
     RECEIVED: "message.received",
@@ -111,6 +112,27 @@ def message_event_deliveries(hooks, row) -> list[dict]:
     return _delivery_values(
         hooks, event_type, message_event_id(row.message_id, row.state, row.at), message_event_data(row), at, owner
     )
+
+
+def modem_status_payload(modem_id: str, st: ModemState) -> dict:
+    """A modem's state as dashboards (`modem_status`) and webhooks see it."""
+    return {
+        "modem_id": modem_id,
+        "online": st.online,
+        "signal_quality": st.signal_quality,
+        "signal_dbm": st.signal_dbm,
+        "registration": st.registration,
+        "operator": st.operator,
+        "sim_card_id": st.sim_card_id,
+        "number": st.number,
+        "last_error": st.last_error,
+        "queue_depth": st.queue_depth,
+        "reason": st.reason,
+        "node": st.node,
+        "site": st.site,
+        "journal_backlog": st.journal_backlog,
+        "timestamp": st.ts.isoformat(),
+    }
 
 
 def enqueue_modem_event(session, modem_id: str, st, status: dict) -> int:

@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from smsgw_api.core.runtime import MODEM_STATUS_KEY, MQTT_STATUS_KEY, Runtime
 from smsgw_api.domain.nodes import revoked_error
-from smsgw_api.domain.webhooks import enqueue_modem_event
+from smsgw_api.domain.webhooks import enqueue_modem_event, modem_status_payload
 from smsgw_api.pipeline.loop import WakeableLoop
 from smsgw_common.db import session_scope
 from smsgw_common.models import RECEIVED, Message, Modem, Node, SimCard, utcnow
@@ -99,26 +99,6 @@ def status_update_payload(ev: MessageEventPayload, msg: Message) -> dict:
         "timestamp": ev.at.isoformat(),
         "error_code": msg.error_code,
         "error_text": msg.error_text,
-    }
-
-
-def modem_status_payload(modem_id: str, st: ModemState) -> dict:
-    return {
-        "modem_id": modem_id,
-        "online": st.online,
-        "signal_quality": st.signal_quality,
-        "signal_dbm": st.signal_dbm,
-        "registration": st.registration,
-        "operator": st.operator,
-        "sim_card_id": st.sim_card_id,
-        "number": st.number,
-        "last_error": st.last_error,
-        "queue_depth": st.queue_depth,
-        "reason": st.reason,
-        "node": st.node,
-        "site": st.site,
-        "journal_backlog": st.journal_backlog,
-        "timestamp": st.ts.isoformat(),
     }
 
 
@@ -325,10 +305,7 @@ class EventConsumer(WakeableLoop):
         # Only after the delivery is committed: a leader that dies before this
         # line leaves the old state in Redis, and the next leader, handed the
         # retained state on subscribing, sees the change again.
-        try:
-            r.hset(status_key, modem_id, json.dumps(data))
-        except redis_lib.RedisError as exc:
-            log.warning("modem %s: state not kept in Redis for new sockets (%s)", modem_id, exc)
+        self.runtime.keep_modem_status(modem_id, data)
         if queued:
             self.on_deliveries()
         if not st.online:

@@ -19,18 +19,19 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Flask, jsonify, request
-from sqlalchemy import func, make_url, select, text, update
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import ProgrammingError
 
 from smsgw_api.core import ratelimit
 from smsgw_api.core.errors import ApiError, Conflict, NotFound, Unauthorized
-from smsgw_api.core.extensions import bus, db
+from smsgw_api.core.extensions import db, runtime
 from smsgw_api.core.openapi import INT, NO_BODY, STR, TIME, array, nullable, obj, ok, register
 from smsgw_api.core.ratelimit import Limit
 from smsgw_api.core.security import current_principal, require_role
 from smsgw_api.core.web import audit, body, client_ip, iso, settings
 from smsgw_api.domain import nodes as creds
 from smsgw_api.domain.requests import Enrol, NewNode
+from smsgw_api.domain.webhooks import enqueue_modem_event, modem_status_payload
 from smsgw_common.models import Modem, Node, utcnow
 from smsgw_common.schemas import ModemState
 
@@ -166,23 +167,34 @@ def revoke_node(node_id: int):
                 raise _provisioning(exc) from None
         node.revoked_at, node.token_hash, node.token_expires_at = utcnow(), None, None
         node.broker_hashes = None
-        # Offline now: the broker refuses a removed user's last will (the ACL
-        # has no block for it any more), so none would ever say so.
-        why = creds.revoked_error(node.name)
-        modem_ids = creds.modem_ids(node.name, node.modems)
-        db.session.execute(update(Modem).where(Modem.id.in_(modem_ids)).values(online=False, last_error=why))
+        # Offline now, as the events consumer would record a last will: the
+        # broker refuses a removed user's (its ACL block is gone), so no will
+        # would ever come. The consumer also ignores their later "online"
+        # states (pipeline/events.py), and the sweeper moves their queue.
+        now, why = utcnow(), creds.revoked_error(node.name)
+        statuses = {}
+        for modem in db.session.scalars(select(Modem).where(Modem.id.in_(creds.modem_ids(node.name, node.modems)))):
+            state = ModemState(
+                modem_id=modem.id,
+                online=False,
+                ts=now,
+                last_error=why,
+                reason="revoked",
+                node=node.name,
+                site=node.site,
+            )
+            statuses[modem.id] = modem_status_payload(modem.id, state)
+            if modem.online:
+                enqueue_modem_event(db.session, modem.id, state, statuses[modem.id])
+            modem.online, modem.last_error = False, why
         db.session.flush()
         _write_broker_users()
         audit("node_revoke", f"node {node.name} revoked: its database role and broker users gone, its sessions ended")
         db.session.commit()
-        # Their retained "online" replaced, for every subscriber (the stats
-        # collector too); the API's own consumer then tells dashboards and
-        # webhooks and wakes the sweeper, which moves their queued work.
-        for modem_id in modem_ids:
-            state = ModemState(
-                modem_id=modem_id, online=False, ts=utcnow(), last_error=why, reason="revoked", node=node.name
-            )
-            bus.publish(bus.topics.state(modem_id), state.to_json(), qos=1, retain=True)
+        rt = runtime()
+        for modem_id, data in statuses.items():
+            rt.emit("modem_status", data)
+            rt.keep_modem_status(modem_id, data)
     return jsonify({"message": f"node {node.name} revoked", "node": node_json(node)})
 
 
