@@ -23,6 +23,10 @@ errorlog = "-"
 loglevel = env_log_level().lower()
 preload_app = False  # each worker builds its own app after the fork (MQTT thread, DB pool)
 forwarded_allow_ips = env_str("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No runtime control socket (gunicorn >= 25 opens one under $HOME): nothing
+# uses it, the image's user has no home (an ERROR at every start), and it
+# would be one more way to stop or resize the API.
+control_socket_disable = True
 
 
 def _patch_psycopg() -> None:
