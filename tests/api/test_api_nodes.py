@@ -304,3 +304,12 @@ def test_node_rows_are_what_the_model_says(centre):
             r[0]
             for r in conn.execute(text("SELECT column_name FROM information_schema.columns WHERE table_name = 'nodes'"))
         }
+
+
+def test_a_modem_id_names_its_node_and_number_exactly_as_the_node_named_it():
+    from smsgw_api.domain.nodes import modem_ids, node_and_number
+
+    for name in ("berlin-1", "lyon", "a.b_c-9"):
+        assert [node_and_number(m) for m in modem_ids(name, 3)] == [(name, 1), (name, 2), (name, 3)]
+    for not_a_nodes in ("demo", "board-15550001000x", "-1", "usb-modem-a"):
+        assert node_and_number(not_a_nodes) is None

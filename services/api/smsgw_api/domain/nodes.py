@@ -51,6 +51,15 @@ def modem_ids(name: str, modems: int) -> list[str]:
     return [f"{name}-{k}" for k in range(1, modems + 1)]
 
 
+def node_and_number(modem_id: str) -> tuple[str, int] | None:
+    """The inverse of modem_ids: ("berlin-1", 2) for "berlin-1-2", None for an
+    id no node's modem can have."""
+    name, _, number = modem_id.rpartition("-")
+    if not name or not number.isdigit():
+        return None
+    return name, int(number)
+
+
 def keepalive_for(unreachable_seconds: int) -> int:
     """The MQTT keepalive a node's workers use: the broker gives up on a
     client, and publishes its last will, after 1.5 times it without a word."""

@@ -27,7 +27,7 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from smsgw_api.core.runtime import MODEM_STATUS_KEY, MQTT_STATUS_KEY, Runtime
-from smsgw_api.domain.nodes import revoked_error
+from smsgw_api.domain.nodes import node_and_number, revoked_error
 from smsgw_api.domain.webhooks import enqueue_modem_event, modem_status_payload
 from smsgw_api.pipeline.loop import WakeableLoop
 from smsgw_common.db import session_scope
@@ -255,17 +255,19 @@ class EventConsumer(WakeableLoop):
         """A revoked node's modem stays offline, whatever says otherwise: its
         last retained state (the broker hands it over again after a restart)
         or a worker the broker has not shut out (routes/nodes.py, revoke)."""
-        if not st.online:
+        # A node's modems are its credentials' ids (domain/nodes.py), as when
+        # it is revoked: not whatever NODE_NAME their workers were given.
+        owner = node_and_number(modem_id) if st.online else None
+        if owner is None:
             return st
+        name, number = owner
         with session_scope(self.runtime.sessionmaker) as session:
-            node = session.scalar(
-                select(Node.name)
-                .join(Modem, Modem.node == Node.name)
-                .where(Modem.id == modem_id, Node.revoked_at.is_not(None))
+            revoked = session.scalar(
+                select(Node.id).where(Node.name == name, Node.modems >= number, Node.revoked_at.is_not(None))
             )
-        if node is None:
+        if revoked is None:
             return st
-        return st.model_copy(update={"online": False, "last_error": revoked_error(node), "reason": "revoked"})
+        return st.model_copy(update={"online": False, "last_error": revoked_error(name), "reason": "revoked"})
 
     def handle_modem_state(self, modem_id: str, st: ModemState) -> None:
         st = self._unless_revoked(modem_id, st)
