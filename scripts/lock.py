@@ -35,8 +35,8 @@ LOCKS: dict[str, tuple[list[str], list[str]]] = {
     "dev": ([COMMON, API, WORKER, STATS], ["requirements-dev.txt"]),
     "api": ([COMMON, API], []),
     "modem-worker": ([COMMON, WORKER], []),
-    # The collector's image leaves out smsgw_common's SQLAlchemy and pydantic
-    # (it imports only the light modules): its own dependencies only.
+    # The collector's image leaves out smsgw_common's SQLAlchemy (it imports
+    # only the light modules): its own dependencies only.
     "stats-collector": ([STATS], []),
 }
 

@@ -8,10 +8,9 @@
 A daemon thread publishes a `StatsReport` payload at QoS 0 every `interval`
 seconds through the service's existing Bus (no extra connection). It reads
 /proc/self/statm and os.times(), so it needs no psutil and costs a few
-microseconds per report; it writes the JSON itself rather than through the
-pydantic model so that a process that has no other use for pydantic (the
-stats collector) does not load it (a test checks it against the schema). Under gevent's monkey patching the thread is a
-greenlet and its sleep yields, which is what we want.
+microseconds per report; a test checks what it writes against the shared
+schema. Under gevent's monkey patching the thread is a greenlet and its
+sleep yields, which is what we want.
 
 Processes that share a service name (gunicorn workers) should pass a source
 that tells them apart, e.g. `f"api-{os.getpid()}"`; the collector forgets a

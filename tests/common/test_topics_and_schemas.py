@@ -28,7 +28,7 @@ def test_an_id_that_would_change_the_topic_is_refused(bad):
 @pytest.mark.parametrize("field", ["node", "site"])
 @pytest.mark.parametrize("bad", ["de\n", "a/b", "x" * 65, ""])
 def test_a_modem_state_with_a_node_or_site_routing_could_not_match_is_dropped(field, bad):
-    raw = ModemState(modem_id="m1", online=True, ts="2026-12-07T12:00:00Z").model_dump(mode="json")
+    raw = ModemState(modem_id="m1", online=True, ts="2026-12-07T12:00:00Z").as_dict()
     assert parse(ModemState, json.dumps({**raw, field: "de"}).encode()) is not None
     assert parse(ModemState, json.dumps({**raw, field: bad}).encode()) is None
 

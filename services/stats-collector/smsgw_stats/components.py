@@ -1,9 +1,6 @@
 """The latest RSS/CPU each service reported on `smsgw/stats/{source}`.
 
-Payloads follow `smsgw_common.schemas.StatsReport`. They are checked here
-with a few lines of plain Python instead of the pydantic model, because
-importing pydantic would cost a third of the collector's 30 MB budget; a test
-keeps this check in step with the shared schema.
+Payloads are checked against `smsgw_common.schemas.StatsReport`.
 """
 
 from __future__ import annotations
@@ -12,61 +9,23 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime
 from typing import ClassVar
 
+from smsgw_common.schemas import StatsReport, parse
+
 log = logging.getLogger(__name__)
-
-_NUMBER_FIELDS = ("cpu_percent", "cpu_seconds")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def parse_report(raw: bytes | str) -> dict | None:
-    """A StatsReport payload as a dict, or None (logged) when it is invalid."""
-    try:
-        obj = json.loads(raw)
-        if not isinstance(obj, dict):
-            raise ValueError("not a JSON object")
-        if not isinstance(obj.get("source"), str) or not obj["source"]:
-            raise ValueError("source: a non-empty string is required")
-        if not isinstance(obj.get("ts"), str):
-            raise ValueError("ts: an ISO 8601 time is required")
-        ts = datetime.fromisoformat(obj["ts"])
-        if ts.tzinfo is None:
-            raise ValueError("ts: the time needs an offset (UTC)")
-        rss = obj.get("rss_bytes")
-        if rss is not None and (not isinstance(rss, int) or isinstance(rss, bool) or rss < 0):
-            raise ValueError("rss_bytes: a non-negative integer is expected")
-        for name in _NUMBER_FIELDS:
-            if obj.get(name) is not None and not _is_number(obj[name]):
-                raise ValueError(f"{name}: a number is expected")
-        if not isinstance(obj.get("extra", {}), dict):
-            raise ValueError("extra: an object is expected")
-    except (ValueError, TypeError) as exc:
-        log.warning("dropping invalid StatsReport payload: %s", str(exc)[:300])
-        return None
-    return {
-        "source": obj["source"],
-        "ts": ts,
-        "rss_bytes": rss,
-        "cpu_percent": obj.get("cpu_percent"),
-        "cpu_seconds": obj.get("cpu_seconds"),
-    }
 
 
 class ComponentTracker:
     def __init__(self, ttl: float = 300.0, clock=time.monotonic):
         self.ttl = ttl
         self.clock = clock
-        self._latest: dict[str, tuple[float, dict]] = {}
+        self._latest: dict[str, tuple[float, StatsReport]] = {}
         self._lock = threading.Lock()
 
     def handle(self, topic: str, payload: bytes) -> None:
         """MQTT handler; an invalid payload is logged and dropped."""
-        report = parse_report(payload)
+        report = parse(StatsReport, payload)
         if report is None:
             return
         # The topic names the publisher; a payload claiming another source
@@ -87,10 +46,10 @@ class ComponentTracker:
             items = list(self._latest.items())
         for source, (_, report) in sorted(items):
             entry = {
-                "rss_bytes": report["rss_bytes"],
-                "cpu_percent": report["cpu_percent"],
-                "cpu_seconds": report["cpu_seconds"],
-                "ts": report["ts"].isoformat(),
+                "rss_bytes": report.rss_bytes,
+                "cpu_percent": report.cpu_percent,
+                "cpu_seconds": report.cpu_seconds,
+                "ts": report.ts.isoformat(),
             }
             out[source] = {k: v for k, v in entry.items() if v is not None}
         return out

@@ -267,7 +267,7 @@ class EventConsumer(WakeableLoop):
             )
         if revoked is None:
             return st
-        return st.model_copy(update={"online": False, "last_error": revoked_error(name), "reason": "revoked"})
+        return st.replace(online=False, last_error=revoked_error(name), reason="revoked")
 
     def handle_modem_state(self, modem_id: str, st: ModemState) -> None:
         st = self._unless_revoked(modem_id, st)

@@ -531,7 +531,7 @@ class BoardWorker:
             return
         reply = ModemCommandReply(request_id=command.request_id, ok=False)
         if command.command == "refresh":
-            reply.result = self.state().model_dump(mode="json", exclude_none=True)
+            reply.result = self.state().as_dict()
             reply.ok = True
             self.publish_state()
         else:

@@ -44,7 +44,7 @@ class Commands:
                 reply.ok = True
             elif command.command == "refresh":
                 self.lifecycle.refresh()
-                reply.result = self.lifecycle.state().model_dump(mode="json", exclude_none=True)
+                reply.result = self.lifecycle.state().as_dict()
                 reply.ok = True
         except ValueError as exc:
             reply.error = str(exc)
