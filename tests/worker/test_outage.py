@@ -15,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from support.pg_proxy import CommitLosingProxy
 from support.private_postgres import PrivatePostgres
 
 from smsgw_common.models import MessageEvent, utcnow
-from smsgw_common.queue import RESTARTED_IN_DOUBT
+from smsgw_common.queue import DB_LOST_UNSENT, RESTARTED_IN_DOUBT
 from smsgw_worker import pdu as pdu_codec
 from smsgw_worker.atmodem import ModemEvent
-from smsgw_worker.worker.journal import PDU, SENT, Journal
+from smsgw_worker.worker.journal import PDU, SENT, UNWRITTEN, Journal
 from smsgw_worker.worker.replay import SENT_LATE
 
 from .worker_harness import Rig, wait_for
@@ -318,5 +319,72 @@ def test_past_its_bound_the_journal_holds_back_new_sends_until_it_is_below_again
         assert samples[0] == (samples[0][0], "queued") and samples[0][0] >= bound, samples[:3]
         first_claimed = next(pending for pending, status in samples if status != "queued")
         assert first_claimed < bound, f"sent with {first_claimed} bytes of facts pending (bound {bound})"
+    finally:
+        rig.close()
+
+
+def test_a_commit_whose_answer_is_lost_before_a_send_requeues_the_message_instead_of_unknown(
+    database_url, mqtt_prefix, tmp_path
+):
+    # The chaos tier's postgres_stop_10s found it: the part's `submitting`
+    # row committed, the connection died before COMMIT's answer, so the
+    # worker never wrote the PDU; on reconnect its own claim looked in doubt
+    # and the message ended `unknown`, though it certainly never left.
+    proxy = CommitLosingProxy(database_url)
+    rig = Rig(proxy.url, mqtt_prefix, link=str(tmp_path / "ttyCUT"), lease_seconds=300.0)
+    try:
+        text = f"commit answer lost {secrets.token_hex(3)}"
+        message_id = rig.queue_sms(text)
+        proxy.arm(b"INSERT INTO message_parts")
+        rig.start_worker()
+        wait_for(lambda: proxy.cut_commits == 1, 15, "the COMMIT of the part row cut")
+        rig.wait_state(message_id, "delivered", timeout=30)
+        steps = history(rig, message_id)
+        assert "unknown" not in [state for state, _ in steps], steps
+        assert ("queued", DB_LOST_UNSENT) in steps
+        assert transmitted(rig)[text] == 1
+        assert rig.message(message_id).attempts == 1  # the send that never happened spent none
+    finally:
+        rig.close()
+        proxy.close()
+
+
+@pytest.mark.parametrize("same_submission", [True, False], ids=["that-submission", "a-later-submission"])
+def test_an_unwritten_fact_undoes_only_the_submission_it_is_about(database_url, mqtt_prefix, tmp_path, same_submission):
+    # An `unwritten` fact replayed again (its `applied` line lost in a crash)
+    # after the part was submitted anew must leave that newer submission in
+    # doubt: its PDU may be on the air.
+    rig = Rig(database_url, mqtt_prefix, link=str(tmp_path / "ttyUNW"), lease_seconds=300.0)
+    try:
+        message_id = rig.queue_sms(f"unwritten {secrets.token_hex(3)}")
+        from smsgw_common import queue as message_queue
+        from smsgw_common.models import Message, MessagePart
+
+        submitted = utcnow() - timedelta(minutes=1)
+        with rig.Session.begin() as s:
+            msg = s.get(Message, message_id)
+            msg.segments, msg.attempts = 1, 1
+            msg.worker_id, msg.lease_until = rig.settings.worker_id, utcnow() + timedelta(minutes=5)
+            message_queue.record(s, msg, "sending", source=rig.settings.worker_id, at=submitted)
+            s.add(
+                MessagePart(
+                    message_id=message_id, seq=1, sim_card_id=rig.sim_card_id, status="submitting", sent_at=submitted
+                )
+            )
+        part_id = rig.parts(message_id)[0].id
+        fact_at = submitted if same_submission else submitted - timedelta(seconds=30)
+        journal = Journal(rig.settings.journal_dir, rig.settings.journal_max_bytes)
+        journal.append(UNWRITTEN, message_id=message_id, part_id=part_id, at=fact_at.isoformat())
+        journal.close()
+
+        rig.start_worker()
+        if same_submission:
+            rig.wait_state(message_id, "delivered", timeout=20)
+            assert len(rig.emulator.sent) == 1
+        else:
+            rig.wait_state(message_id, "unknown", timeout=20)
+            assert (rig.parts(message_id)[0].status, rig.emulator.sent) == ("submitting", [])
+            assert ("unknown", RESTARTED_IN_DOUBT) in history(rig, message_id)
+        wait_for(lambda: rig.worker.context.journal.pending() == [], 10, "the journal replayed")
     finally:
         rig.close()

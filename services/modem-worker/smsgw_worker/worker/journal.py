@@ -6,6 +6,10 @@ What goes in (one entry per fact, `kind`):
 - `sent`         +CMGS: <mr> for one part (message, part, seq, reference, at)
 - `refused`      +CMS/+CME ERROR for one part (nothing left)
 - `unconfirmed`  the PDU was written but no +CMGS came (timeout, bare OK/ERROR)
+- `unwritten`    the part's `submitting` row may have committed (the connection
+                 died during its COMMIT) but its PDU was never written
+                 (message, part, at: the submission's time, so that only that
+                 submission is undone, never a later one of the same part)
 - `pdu`          a +CDS report or +CMT SMS delivered straight to the worker:
                  the only copy once read (a SIM-stored one stays on the SIM
                  until the database holds it, so it is not journaled)
@@ -39,9 +43,10 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "outcomes.jsonl"
 REJECTED_NAME = "outcomes.rejected.jsonl"  # facts replay could not apply, for an operator
-SENT, REFUSED, UNCONFIRMED, PDU, APPLIED = "sent", "refused", "unconfirmed", "pdu", "applied"
-KINDS = (SENT, REFUSED, UNCONFIRMED, PDU)
-SEND_KINDS = (SENT, REFUSED, UNCONFIRMED)  # answers to AT+CMGS
+SENT, REFUSED, UNCONFIRMED, UNWRITTEN = "sent", "refused", "unconfirmed", "unwritten"
+PDU, APPLIED = "pdu", "applied"
+KINDS = (SENT, REFUSED, UNCONFIRMED, UNWRITTEN, PDU)
+SEND_KINDS = (SENT, REFUSED, UNCONFIRMED, UNWRITTEN)  # what became of an AT+CMGS
 
 
 class JournalError(Exception):

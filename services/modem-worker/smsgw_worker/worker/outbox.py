@@ -31,6 +31,7 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from smsgw_common import jsonlog
@@ -54,7 +55,7 @@ from smsgw_worker.errors import (
 
 from .context import WorkerContext, run_sql
 from .inbox import Inbox
-from .journal import REFUSED, Entry, JournalError
+from .journal import REFUSED, UNWRITTEN, Entry, JournalError
 from .journal import SENT as JOURNAL_SENT
 from .journal import UNCONFIRMED as JOURNAL_UNCONFIRMED
 from .reports import Reports
@@ -71,6 +72,9 @@ WHERE id = %s"""
 SQL_PART_SENT = f"""
 UPDATE message_parts SET status = '{message_queue.PART_SENT}', reference = %s, sent_at = %s WHERE id = %s"""
 SQL_PART_NOT_SENT = f"UPDATE message_parts SET status = '{message_queue.PART_FAILED}', sent_at = NULL WHERE id = %s"
+SQL_PART_UNWRITTEN = f"""
+UPDATE message_parts SET status = '{message_queue.PART_FAILED}', sent_at = NULL
+WHERE id = %s AND status = '{message_queue.PART_SUBMITTING}' AND sent_at = %s"""
 
 NOT_RESENT = "the SMS may have left; not resent to avoid a duplicate"
 
@@ -224,14 +228,22 @@ class Outbox:
         modem = ctx.require_modem()
         for segment in pending:
             # Part rows through plain SQL: this is the hot path (bench/worker_throughput.py).
+            submitted_at = utcnow()
             if segment.seq in parts:
                 part_id = parts[segment.seq].id
-                run_sql(session, SQL_PART_RESUBMIT, (ctx.sim_card_id, utcnow(), part_id))
+                run_sql(session, SQL_PART_RESUBMIT, (ctx.sim_card_id, submitted_at, part_id))
             else:
                 part_id = run_sql(
-                    session, SQL_PART_SUBMIT, (msg.id, segment.seq, ctx.sim_card_id, utcnow())
+                    session, SQL_PART_SUBMIT, (msg.id, segment.seq, ctx.sim_card_id, submitted_at)
                 ).scalar_one()
-            session.commit()  # durable BEFORE AT+CMGS: see the module docstring
+            try:
+                session.commit()  # durable BEFORE AT+CMGS: see the module docstring
+            except SQLAlchemyError:
+                # The connection died during the COMMIT: the row may be in,
+                # `submitting`, and would make the claim look in doubt
+                # (`unknown`). The PDU was certainly not written: say so.
+                self._journal(UNWRITTEN, message_id=msg.id, part_id=part_id, at=submitted_at.isoformat())
+                raise
             try:
                 reference = modem.send_pdu(segment.hex, segment.tpdu_length)
             except (ModemTimeout, SubmitUnconfirmed, PortGone, CommandError) as exc:

@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 from smsgw_common import queue as message_queue
 from smsgw_common.models import SENDING, SENT, UNKNOWN, Message, MessagePart, utcnow
 
-from .context import WorkerContext
+from .context import WorkerContext, run_sql
 from .inbox import Inbox
-from .journal import PDU, REFUSED, SEND_KINDS, UNCONFIRMED, Entry
+from .journal import PDU, REFUSED, SEND_KINDS, UNCONFIRMED, UNWRITTEN, Entry
 from .journal import SENT as JOURNAL_SENT
-from .outbox import Outbox
+from .outbox import SQL_PART_UNWRITTEN, Outbox
 from .reports import Reports
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,12 @@ class Replay:
         if entry.kind == PDU:
             # In the journal's order: the +CMGS facts before it are applied.
             self.inbox.handle_pdu(str(data["pdu"]), data.get("origin"), wait_for_sends=False)
+            return
+        if entry.kind == UNWRITTEN:
+            # The part goes back to "not sent" (settle_claims then requeues
+            # the message), if that submission's row committed at all.
+            run_sql(session, SQL_PART_UNWRITTEN, (data["part_id"], datetime.fromisoformat(str(data["at"]))))
+            session.commit()
             return
         part = session.get(MessagePart, data["part_id"], with_for_update=True)
         msg = session.get(Message, data["message_id"], with_for_update=True)
