@@ -388,3 +388,34 @@ def test_an_unwritten_fact_undoes_only_the_submission_it_is_about(database_url, 
         wait_for(lambda: rig.worker.context.journal.pending() == [], 10, "the journal replayed")
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize(
+    ("after", "parts"),
+    [(b"INSERT INTO messages", 1), (b"INSERT INTO inbound_parts", 2), (b"INSERT INTO messages", 2)],
+    ids=["single", "concatenated-first-part", "concatenated-completion"],
+)
+def test_a_received_sms_whose_commit_answer_is_lost_is_stored_once_and_leaves_the_sim(
+    database_url, mqtt_prefix, tmp_path, after, parts
+):
+    # The inbound side of a lost COMMIT answer: the row may be in, the worker
+    # cannot tell. The SMS must stay on the SIM until a read finds it held,
+    # and reading it again must not store it twice.
+    proxy = CommitLosingProxy(database_url)
+    rig = Rig(proxy.url, mqtt_prefix, link=str(tmp_path / "ttyIN"), lease_seconds=300.0)
+    try:
+        rig.start_worker()
+        wait_for(lambda: rig.worker.context.started.is_set(), 15, "the modem up")
+        text = f"received while the answer is lost {secrets.token_hex(3)} " + "x" * (200 if parts == 2 else 0)
+        proxy.arm(after)
+        rig.emulator.inject_sms("+15550003333", text.strip())
+        wait_for(lambda: proxy.cut_commits == 1, 15, "the COMMIT cut")
+        wait_for(lambda: on_sim(rig) == [], 30, "the SIM emptied once the database holds it")
+        wait_for(lambda: [m.message for m in rig.inbound()] == [text.strip()], 10, "the SMS stored")
+        rig.worker.context.rescan = True  # one more full read of the SIM: nothing left, nothing added
+        time.sleep(3)
+        assert [m.message for m in rig.inbound()] == [text.strip()]
+        assert rig.inbound()[0].segments == parts
+    finally:
+        rig.close()
+        proxy.close()
