@@ -8,8 +8,7 @@
 A daemon thread publishes a `StatsReport` payload at QoS 0 every `interval`
 seconds through the service's existing Bus (no extra connection). It reads
 /proc/self/statm and os.times(), so it needs no psutil and costs a few
-microseconds per report; a test checks what it writes against the shared
-schema. Under gevent's monkey patching the thread is a greenlet and its
+microseconds per report. Under gevent's monkey patching the thread is a greenlet and its
 sleep yields, which is what we want.
 
 Processes that share a service name (gunicorn workers) should pass a source
@@ -19,7 +18,6 @@ source that stopped reporting.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
@@ -29,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .schemas import StatsReport
 from .topics import Topics, check_id
 
 if TYPE_CHECKING:  # the collector's image imports this module, not paho's wrapper
@@ -74,7 +73,7 @@ class Reporter:
         self._thread = threading.Thread(target=self._run, name=f"selfstats-{source}", daemon=True)
         self._last: tuple[float, float] | None = None
 
-    def report(self) -> dict[str, object]:
+    def report(self) -> StatsReport:
         """Build one report; CPU % is over the time since the previous one
         (of one core, so a busy 2-thread process can show up to 200)."""
         wall, cpu = time.monotonic(), cpu_seconds()
@@ -88,18 +87,17 @@ class Reporter:
                 extra.update(self.extra())
             except Exception:
                 log.exception("selfstats extra() failed")
-        report = {
-            "source": self.source,
-            "ts": datetime.now(UTC).isoformat(),
-            "rss_bytes": rss_bytes(),
-            "cpu_percent": percent,
-            "cpu_seconds": round(cpu, 3),
-            "extra": extra,
-        }
-        return {k: v for k, v in report.items() if v is not None}
+        return StatsReport(
+            source=self.source,
+            ts=datetime.now(UTC),
+            rss_bytes=rss_bytes(),
+            cpu_percent=percent,
+            cpu_seconds=round(cpu, 3),
+            extra=extra,
+        )
 
     def publish_once(self) -> bool:
-        return self.bus.publish(self.topic, json.dumps(self.report()).encode(), qos=0)
+        return self.bus.publish(self.topic, self.report().to_json(), qos=0)
 
     def _run(self) -> None:
         self.report()  # prime the CPU baseline so the first publish has a percent
