@@ -1,10 +1,11 @@
-"""A TCP proxy in front of Postgres that can lose the answer to one COMMIT.
+"""A TCP proxy in front of Postgres that can cut the connection at one COMMIT.
 
-The server gets the COMMIT and commits; the client sees the connection close
-before the answer ("server closed the connection unexpectedly") and cannot
-tell whether its transaction took. That is what a database that dies, or a
-link that drops, at the moment of a commit does; a stopped server cannot be
-timed to it.
+Either the server gets the COMMIT and commits, and the client sees the
+connection close before the answer ("server closed the connection
+unexpectedly"), so it cannot tell whether its transaction took; or the
+COMMIT never reaches the server, which rolls the transaction back. That is
+what a database that dies, or a link that drops, at the moment of a commit
+does; a stopped server cannot be timed to it.
 
 Reads the client's side of the protocol to find the COMMIT, so clients must
 connect without TLS (`sslmode=disable`). Bound to 127.0.0.1 on a free port;
@@ -33,16 +34,19 @@ class CommitLosingProxy:
         self.url = urlunsplit(
             (parts.scheme, f"{netloc[0]}@{host}" if len(netloc) == 2 else host, parts.path, query, "")
         )
-        # Lose the answer to the first COMMIT of a transaction that ran a
-        # statement containing `after` (set by `arm`).
+        # Cut the first COMMIT of a transaction that ran a statement
+        # containing `after` (set by `arm`), after or instead of forwarding it.
         self._after: bytes | None = None
+        self._forward = True
         self.cut_commits = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._spawn(self._accept)
 
-    def arm(self, after: bytes) -> None:
-        self._after = after
+    def arm(self, after: bytes, *, forward: bool = True) -> None:
+        """forward: the server commits and only its answer is lost; else the
+        COMMIT is lost too (the transaction rolls back)."""
+        self._after, self._forward = after, forward
 
     def _spawn(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -89,8 +93,9 @@ class CommitLosingProxy:
                         self._after = None
                         # A synchronous client has had every earlier answer: what comes now is the COMMIT's.
                         muted.set()
-                        server.sendall(head + body)
-                        time.sleep(0.3)  # the server commits; its answer never reaches the client
+                        if self._forward:
+                            server.sendall(head + body)
+                            time.sleep(0.3)  # the server commits; its answer never reaches the client
                         self.cut_commits += 1
                         raise ConnectionError("cut")
                 server.sendall(head + body)

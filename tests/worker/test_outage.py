@@ -390,24 +390,28 @@ def test_an_unwritten_fact_undoes_only_the_submission_it_is_about(database_url, 
         rig.close()
 
 
+CUTS = pytest.mark.parametrize("forward", [True, False], ids=["answer-lost", "commit-lost"])
+
+
+@CUTS
 @pytest.mark.parametrize(
     ("after", "parts"),
     [(b"INSERT INTO messages", 1), (b"INSERT INTO inbound_parts", 2), (b"INSERT INTO messages", 2)],
     ids=["single", "concatenated-first-part", "concatenated-completion"],
 )
-def test_a_received_sms_whose_commit_answer_is_lost_is_stored_once_and_leaves_the_sim(
-    database_url, mqtt_prefix, tmp_path, after, parts
+def test_a_received_sms_whose_commit_is_cut_is_stored_once_and_leaves_the_sim(
+    database_url, mqtt_prefix, tmp_path, after, parts, forward
 ):
-    # The inbound side of a lost COMMIT answer: the row may be in, the worker
-    # cannot tell. The SMS must stay on the SIM until a read finds it held,
-    # and reading it again must not store it twice.
+    # The inbound side of a cut COMMIT: the row may be in, the worker cannot
+    # tell. The SMS must stay on the SIM until a read finds it held, and
+    # reading it again must not store it twice.
     proxy = CommitLosingProxy(database_url)
     rig = Rig(proxy.url, mqtt_prefix, link=str(tmp_path / "ttyIN"), lease_seconds=300.0)
     try:
         rig.start_worker()
         wait_for(lambda: rig.worker.context.started.is_set(), 15, "the modem up")
-        text = f"received while the answer is lost {secrets.token_hex(3)} " + "x" * (200 if parts == 2 else 0)
-        proxy.arm(after)
+        text = f"received while the commit is cut {secrets.token_hex(3)} " + "x" * (200 if parts == 2 else 0)
+        proxy.arm(after, forward=forward)
         rig.emulator.inject_sms("+15550003333", text.strip())
         wait_for(lambda: proxy.cut_commits == 1, 15, "the COMMIT cut")
         wait_for(lambda: on_sim(rig) == [], 30, "the SIM emptied once the database holds it")
@@ -416,6 +420,42 @@ def test_a_received_sms_whose_commit_answer_is_lost_is_stored_once_and_leaves_th
         time.sleep(3)
         assert [m.message for m in rig.inbound()] == [text.strip()]
         assert rig.inbound()[0].segments == parts
+    finally:
+        rig.close()
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("after", "parts"),
+    [
+        (b"SKIP LOCKED", 1),  # the claim
+        (b"UPDATE message_parts SET status = 'sent'", 1),  # the last segment's +CMGS with the message's `sent`
+        (b"UPDATE message_parts SET status = 'sent'", 2),  # a first segment's +CMGS, the second still to go
+        (b"UPDATE message_parts SET report_status", 1),  # the delivery report
+    ],
+    ids=["claim", "sent", "first-of-two-sent", "report"],
+)
+@CUTS
+def test_every_outbound_commit_that_is_cut_ends_delivered_and_sent_once(
+    database_url, mqtt_prefix, tmp_path, after, parts, forward
+):
+    # The worker knows the outcome in each of these (nothing sent yet, or the
+    # modem's answer journaled before the commit): none may end `unknown`,
+    # nor go out twice, whether the server committed or not.
+    proxy = CommitLosingProxy(database_url)
+    rig = Rig(proxy.url, mqtt_prefix, link=str(tmp_path / "ttyOUTC"), lease_seconds=300.0)
+    try:
+        text = f"lost answer {secrets.token_hex(3)} " + "y" * (200 if parts == 2 else 0)
+        message_id = rig.queue_sms(text.strip())
+        proxy.arm(after, forward=forward)
+        rig.start_worker()
+        wait_for(lambda: proxy.cut_commits == 1, 15, "the COMMIT cut")
+        msg = rig.wait_state(message_id, "delivered", timeout=30)
+        assert "unknown" not in [state for state, _ in history(rig, message_id)], history(rig, message_id)
+        assert msg.segments == parts
+        assert len(rig.emulator.sent) == parts, rig.emulator.sent  # each segment once
+        assert sorted(p.seq for p in rig.parts(message_id)) == list(range(1, parts + 1))
+        wait_for(lambda: rig.worker.context.journal.pending() == [], 10, "the journal replayed")
     finally:
         rig.close()
         proxy.close()
