@@ -189,3 +189,18 @@ def test_behind_the_proxy_the_per_address_login_limit_cannot_be_dodged_by_a_forg
         codes.append(r.status_code)
     assert codes[:limit] == [401] * limit
     assert codes[limit:] == [429, 429], codes
+
+
+def test_the_api_keeps_no_cookie_session_and_does_not_reuse_the_jwt_secret(app, client, bob):
+    # Every request carries its key or token: a cookie session would be a
+    # second way in (and signing it cost an HMAC key derivation per request).
+    import flask
+
+    r = login(client, "bob")
+    assert r.status_code == 200 and "Set-Cookie" not in r.headers
+    assert not app.secret_key  # the JWT secret signs tokens only
+    with app.test_request_context("/api/me", headers={"X-API-Key": r.get_json()["api_key"]}):
+        app.preprocess_request()
+        session = app.session_interface.open_session(app, flask.request)
+        with pytest.raises(RuntimeError):
+            session["user"] = "bob"

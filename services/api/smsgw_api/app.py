@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
+from flask.sessions import SessionInterface
 
 from smsgw_api.core import errors, liveness, metrics, security, web
 from smsgw_api.core.extensions import bind_runtime, runtime
@@ -43,13 +44,26 @@ from smsgw_api.routes import metrics as metrics_route
 from smsgw_api.routes.deps import ROUTER_KEY, router
 
 
+class NoCookieSessions(SessionInterface):
+    """Every request carries its API key or bearer token; a cookie session
+    would be a second way in, and opening one costs a signer per request.
+    `flask.session` is a NullSession: writing to it raises."""
+
+    def open_session(self, app, request):
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response):
+        return None
+
+
 def create_app(config: dict | None = None) -> Flask:
     config = dict(config or {})
     settings = config.pop("SMSGW_SETTINGS", None) or ApiSettings.from_env(config.pop("ENV", None))
     config.pop("ENV", None)
 
     app = Flask("smsgw_api", static_folder=None)
-    app.config.update(SMSGW_SETTINGS=settings, JSON_SORT_KEYS=False, SECRET_KEY=settings.jwt_secret)
+    app.session_interface = NoCookieSessions()
+    app.config.update(SMSGW_SETTINGS=settings, JSON_SORT_KEYS=False)
     if isinstance(app.json, DefaultJSONProvider):  # always: no other provider is installed
         app.json.sort_keys = False
     app.config.update(config)
