@@ -26,10 +26,16 @@ from smsgw_api.core.settings import ApiSettings
 from smsgw_api.domain.accounts import check_new_password, check_username, end_sessions, hash_password
 from smsgw_api.domain.nodes import write_broker_file
 from smsgw_api.pipeline import runner
-from smsgw_common import jsonlog
+from smsgw_common import bytecode, jsonlog
 from smsgw_common.models import User
 from smsgw_common.settings import SettingsError, env_bool, env_log_level
 
+# What gunicorn's master and workers import (gevent's patched modules
+# included, without patching this process).
+GUNICORN_IMPORTS = (
+    "import gevent.monkey, gevent.socket, gevent.ssl, gevent.threading, gevent.select, gevent.subprocess\n"
+    "import gunicorn.app.wsgiapp, gunicorn.workers.ggevent, psycogreen.gevent, smsgw_api.gunicorn_conf, smsgw_api.app"
+)
 log = logging.getLogger("smsgw_api")
 
 
@@ -165,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smsgw-api: ADMIN_PASSWORD refused: {exc.message}", file=sys.stderr)
         return 2
     write_node_users(settings)
+    # Compiled here, so that gunicorn's processes (fresh after the exec below)
+    # read bytecode and keep no compiler leftovers (smsgw_common/bytecode.py).
+    bytecode.compile_ahead("api", GUNICORN_IMPORTS)
     gunicorn_args = ["gunicorn", "-c", "python:smsgw_api.gunicorn_conf", "smsgw_api.wsgi:app"]
     sys.stdout.flush()
     sys.stderr.flush()

@@ -9,7 +9,7 @@ import signal
 import sys
 from types import FrameType
 
-from smsgw_common import jsonlog
+from smsgw_common import bytecode, jsonlog
 from smsgw_common.settings import SettingsError
 
 USAGE = "usage: python -m smsgw_worker run | probe [ports...]"
@@ -25,6 +25,7 @@ def run_board() -> int:
     except SettingsError as exc:
         print(f"modem-worker: configuration error: {exc}", file=sys.stderr)
         return 2
+    bytecode.compile_then_restart("modem-worker-board", "import smsgw_worker.board.worker")
     from .board.worker import BoardWorker
 
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
@@ -50,6 +51,8 @@ def run() -> int:
     except SettingsError as exc:
         print(f"modem-worker: configuration error: {exc}", file=sys.stderr)
         return 2
+    demo = ", smsgw_worker.emulator, smsgw_worker.emulator.control" if settings.emulator else ""
+    bytecode.compile_then_restart("modem-worker", f"import smsgw_worker.worker{demo}")
     from .worker import Worker  # heavy (SQLAlchemy): only once the settings are sound
 
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)

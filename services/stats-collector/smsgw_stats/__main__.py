@@ -17,11 +17,13 @@ if os.environ.get("MQTT_TLS", "").strip().lower() not in {"1", "true", "yes", "o
     # nothing here needs it, and paho and urllib work without it.
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]  # None blocks the import
 
-from smsgw_common import jsonlog
+from smsgw_common import bytecode, jsonlog
 from smsgw_common.settings import SettingsError
 
-from .service import Collector
-from .settings import StatsSettings
+bytecode.compile_then_restart("stats-collector", "import smsgw_stats.service")
+
+from .service import Collector  # noqa: E402  (after its bytecode is written)
+from .settings import StatsSettings  # noqa: E402
 
 log = logging.getLogger("smsgw_stats")
 
