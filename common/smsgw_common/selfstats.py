@@ -8,8 +8,8 @@
 A daemon thread publishes a `StatsReport` payload at QoS 0 every `interval`
 seconds through the service's existing Bus (no extra connection). It reads
 /proc/self/statm and os.times(), so it needs no psutil and costs a few
-microseconds per report. Under gevent's monkey patching the thread is a greenlet and its
-sleep yields, which is what we want.
+microseconds per report. Under gevent's monkey patching the thread is a
+greenlet and its sleep yields, which is what we want.
 
 Processes that share a service name (gunicorn workers) should pass a source
 that tells them apart, e.g. `f"api-{os.getpid()}"`; the collector forgets a
