@@ -13,6 +13,9 @@ from smsgw_common import bytecode, jsonlog
 from smsgw_common.settings import SettingsError
 
 USAGE = "usage: python -m smsgw_worker run | probe [ports...]"
+# What a USB worker imports before it runs (compiled ahead on a container's
+# first start; bench/first_start_rss.py measures the same).
+WORKER_IMPORTS = "import smsgw_worker.worker"
 log = logging.getLogger("smsgw_worker")
 
 
@@ -52,7 +55,7 @@ def run() -> int:
         print(f"modem-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     demo = ", smsgw_worker.emulator, smsgw_worker.emulator.control" if settings.emulator else ""
-    bytecode.compile_then_restart("modem-worker", f"import smsgw_worker.worker{demo}")
+    bytecode.compile_then_restart("modem-worker", WORKER_IMPORTS + demo)
     from .worker import Worker  # heavy (SQLAlchemy): only once the settings are sound
 
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
