@@ -32,7 +32,7 @@ from smsgw_worker.__main__ import WORKER_IMPORTS
 # (the services' compile_then_restart / compile_ahead calls).
 SERVICES = {
     "modem-worker": (WORKER_IMPORTS, WORKER_IMPORTS),
-    # smsgw_stats.__main__ compiles this at import (it blocks ssl too): a copy.
+    # smsgw_stats.__main__ compiles this at import: a copy.
     "stats-collector": ("import smsgw_stats.service", "import smsgw_stats.service"),
     "api master": ("import gunicorn.app.wsgiapp, gunicorn.workers.ggevent, smsgw_api.gunicorn_conf", GUNICORN_IMPORTS),
     "api worker": ("from gevent import monkey; monkey.patch_all()\n" + GUNICORN_IMPORTS, GUNICORN_IMPORTS),

@@ -13,6 +13,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from support.mqtt import Listener
+from support.private_mosquitto import PrivateMosquitto
+from support.services import MQTT_HOST, MQTT_PORT
+from support.tcp_reset import ResettingRelay
+from support.tls import make_server_tls
 from support.waits import wait_until
 
 from smsgw_common.settings import SettingsError
@@ -193,3 +198,83 @@ def test_the_collector_process_stores_samples_serves_metrics_and_stops_on_sigter
             out, _ = proc.communicate(timeout=5)
     assert proc.returncode == 0, out
     assert '"msg": "collector stopped"' in out
+
+
+def test_a_ca_file_alone_turns_tls_on_and_the_collector_reports_over_it(service_env, python, tmp_path):
+    """MQTT_CA_FILE without MQTT_TLS means TLS (MqttSettings): the collector
+    must not have left `ssl` out of the process for that case."""
+    tls = make_server_tls(tmp_path / "tls", "127.0.0.2")
+    broker = PrivateMosquitto(listen="127.0.0.2", tls=tls)
+    prefix = service_env["MQTT_PREFIX"] + "collector-tls/"
+    env = {
+        **service_env,
+        "MQTT_HOST": "127.0.0.2",
+        "MQTT_PORT": str(broker.port),
+        "MQTT_CA_FILE": str(tls.ca),
+        "MQTT_PREFIX": prefix,
+        "STATS_SELF_INTERVAL": "0.5",
+        "STATS_METRICS_PORT": str(free_port()),
+        "STATS_METRICS_ADDR": "127.0.0.1",
+    }
+    env.pop("MQTT_TLS", None)
+    listener = Listener([Topics(prefix).stats("stats-collector")], port=broker.port)
+    proc = subprocess.Popen(
+        [python, "-m", "smsgw_stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+
+        def reported():
+            assert proc.poll() is None, f"the collector exited ({proc.returncode}): {proc.stdout.read()}"
+            return listener.payloads(Topics(prefix).stats("stats-collector"))
+
+        wait_until(reported, 20, 0.2, "the collector's own figures, published over TLS")
+    finally:
+        listener.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=5)
+        broker.close()
+
+
+def test_the_collector_reconnects_after_its_broker_connection_is_reset(service_env, python):
+    """A reset connection (a NAT that forgot it, a rebooted peer) must end in a
+    reconnect, not in a dead MQTT thread inside a process that looks healthy."""
+    relay = ResettingRelay((MQTT_HOST, MQTT_PORT))
+    prefix = service_env["MQTT_PREFIX"] + "collector-reset/"
+    topic = Topics(prefix).stats("stats-collector")
+    env = {
+        **service_env,
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(relay.port),
+        "MQTT_PREFIX": prefix,
+        "STATS_SELF_INTERVAL": "0.5",
+        "STATS_METRICS_PORT": str(free_port()),
+        "STATS_METRICS_ADDR": "127.0.0.1",
+    }
+    listener = Listener([topic])
+    proc = subprocess.Popen(
+        [python, "-m", "smsgw_stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+
+        def reports() -> int:
+            assert proc.poll() is None, f"the collector exited ({proc.returncode})"
+            return len(listener.payloads(topic))
+
+        wait_until(reports, 20, 0.2, "the collector's own figures")
+        assert relay.reset() == 1
+        before = reports()
+        wait_until(lambda: relay.accepted == 2 and reports() > before + 2, 20, 0.2, "figures after the reset")
+    finally:
+        listener.close()
+        relay.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=5)
+    assert "Traceback" not in out, out

@@ -7,15 +7,8 @@ the pending samples are written.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
-
-if os.environ.get("MQTT_TLS", "").strip().lower() not in {"1", "true", "yes", "on"}:
-    # Python's ssl maps a second OpenSSL beside the one psycopg2-binary bundles
-    # (about 1 MB RSS of the collector's 30 MB budget); without MQTT over TLS
-    # nothing here needs it, and paho and urllib work without it.
-    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]  # None blocks the import
 
 from smsgw_common import bytecode, jsonlog
 from smsgw_common.settings import SettingsError
