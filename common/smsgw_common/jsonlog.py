@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
+import threading
 from datetime import UTC, datetime
 
 # The default is never mutated: bind() always sets a new dict.
@@ -88,3 +90,26 @@ def setup(service: str, level: str | None = "INFO", json_lines: bool = True) -> 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or "").strip().upper() or "INFO")
+
+
+def exit_when_a_thread_dies(code: int = 70) -> None:
+    """In a long-running service, a thread that ends on an uncaught exception
+    is logged and the process exits (70, EX_SOFTWARE), so that Compose
+    restarts it. By default Python prints the traceback and carries on: a
+    dead MQTT thread left the collector publishing nothing, for good, while
+    its process looked healthy."""
+
+    def on_thread_death(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        logging.getLogger(__name__).critical(
+            "thread %s died; exiting so that the service is restarted",
+            name,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+
+    threading.excepthook = on_thread_death

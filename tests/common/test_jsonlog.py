@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 
 from smsgw_common import jsonlog
 
@@ -51,3 +53,38 @@ def test_json_logs_keep_a_hostile_message_on_one_line():
     out = _capture(True, lambda log: log.warning("text %s", HOSTILE))
     assert len(out.splitlines()) == 1
     assert json.loads(out)["msg"] == f"text {HOSTILE}"
+
+
+THREAD_DIES = """
+import threading, time
+from smsgw_common import jsonlog
+jsonlog.setup("test-service")
+jsonlog.exit_when_a_thread_dies()
+def work():
+    raise {exc}
+threading.Thread(target=work, name="mqtt-loop").start()
+time.sleep(5)
+print("still running")
+"""
+
+
+def test_a_thread_that_dies_takes_the_service_down_with_a_logged_reason():
+    proc = subprocess.run(
+        [sys.executable, "-c", THREAD_DIES.format(exc="ConnectionResetError('peer reset')")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 70
+    assert "still running" not in proc.stdout
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["level"] == "critical" and line["service"] == "test-service"
+    assert line["msg"] == "thread mqtt-loop died; exiting so that the service is restarted"
+    assert "ConnectionResetError: peer reset" in line["exc"]
+
+
+def test_a_thread_that_exits_on_purpose_does_not():
+    proc = subprocess.run(
+        [sys.executable, "-c", THREAD_DIES.format(exc="SystemExit(0)")], capture_output=True, text=True, timeout=60
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, "still running")

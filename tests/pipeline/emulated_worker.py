@@ -56,6 +56,7 @@ def main() -> int:
     os.environ["MODEM_DEVICE"] = emu.device
     settings = WorkerSettings.from_env()
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
+    jsonlog.exit_when_a_thread_dies()
     worker = Worker(settings, device=emu.device)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     try:

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "pipeline":
         migrate.wait_for_database(settings.database_url)
+        jsonlog.exit_when_a_thread_dies()
         return runner.run(settings)
 
     if args.command == "create-admin":

@@ -32,6 +32,7 @@ def run_board() -> int:
     from .board.worker import BoardWorker
 
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
+    jsonlog.exit_when_a_thread_dies()
     worker = BoardWorker(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -59,6 +60,7 @@ def run() -> int:
     from .worker import Worker  # heavy (SQLAlchemy): only once the settings are sound
 
     jsonlog.setup("modem-worker", settings.common.log_level, settings.common.log_json)
+    jsonlog.exit_when_a_thread_dies()
     emulator = None
     device = settings.device
     if settings.emulator:

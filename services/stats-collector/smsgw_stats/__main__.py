@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stats-collector: configuration error: {exc}", file=sys.stderr)
         return 2
     jsonlog.setup("stats-collector", settings.common.log_level, settings.common.log_json)
+    jsonlog.exit_when_a_thread_dies()
     collector = Collector(settings)
 
     def _stop(signum, frame):
