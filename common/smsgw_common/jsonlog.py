@@ -106,7 +106,7 @@ def exit_when_a_thread_dies(code: int = 70) -> None:
         logging.getLogger(__name__).critical(
             "thread %s died; exiting so that the service is restarted",
             name,
-            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            exc_info=args.exc_value,
         )
         for handler in logging.getLogger().handlers:
             handler.flush()
