@@ -1,10 +1,12 @@
 """A TCP relay on 127.0.0.1 to one upstream that can end every connection it
 relays with a reset (RST), the way a NAT that forgot the flow or a peer that
 rebooted ends one: the client's next read fails with ECONNRESET, which a
-clean close (a stopped broker) never gives. `close` stops it."""
+clean close (a stopped broker) never gives; the upstream sees its side
+closed. `close` stops it."""
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import threading
@@ -17,7 +19,7 @@ class ResettingRelay:
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
         self.accepted = 0
-        self._clients: list[socket.socket] = []
+        self._live: list[tuple[threading.Event, threading.Thread]] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -31,34 +33,43 @@ class ResettingRelay:
             except OSError:
                 return
             server = socket.create_connection(self.upstream, timeout=5)
-            server.settimeout(None)
+            cut = threading.Event()
+            thread = threading.Thread(target=self._relay, args=(client, server, cut), daemon=True)
             with self._lock:
-                self._clients.append(client)
+                self._live.append((cut, thread))
                 self.accepted += 1
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            thread.start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _relay(client: socket.socket, server: socket.socket, cut: threading.Event) -> None:
+        # One thread owns both sockets, so that its close is the last one and
+        # the RST leaves at once (a close while another thread sits in recv
+        # on the socket would not send it).
         try:
-            while data := src.recv(65536):
-                dst.sendall(data)
+            while not cut.is_set():
+                readable, _, _ = select.select([client, server], [], [], 0.05)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (server if sock is client else client).sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        finally:
+            if cut.is_set():
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            server.close()
 
     def reset(self) -> int:
-        """Abort every client connection with a RST; how many there were."""
+        """Abort every relayed connection with a RST to its client; how many there were."""
         with self._lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            client.close()
-        return len(clients)
+            live, self._live = self._live, []
+        for cut, _ in live:
+            cut.set()
+        for _, thread in live:
+            thread.join(5)
+        return sum(1 for _, thread in live if not thread.is_alive())
 
     def close(self) -> None:
         self._closed.set()

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
+from support.services import MQTT_HOST, MQTT_PORT
+from support.tcp_reset import ResettingRelay
 from support.waits import wait_until
 
 from smsgw_common.models import Modem
@@ -222,3 +224,42 @@ def test_the_worker_loop_keeps_its_heartbeat_file_fresh_for_the_health_check(rig
     # An idle loop still turns (claim timer): the file keeps being touched.
     wait_for(lambda: beat.stat().st_mtime_ns > first, 10)
     r.wait_state(r.queue_sms("with a heartbeat"), "sent", timeout=10)
+
+
+def test_after_its_broker_connection_is_reset_the_worker_is_shown_online_again(service_env, python, mqtt_prefix):
+    """The broker publishes the worker's last will ("offline") when the
+    connection dies without a goodbye; the worker must reconnect and say it is
+    online again, or the dashboard shows a working modem offline for good."""
+    relay = ResettingRelay((MQTT_HOST, MQTT_PORT))
+    modem_id = f"reset-{uuid.uuid4().hex[:8]}"
+    state_topic = Topics(mqtt_prefix).state(modem_id)
+    listener = Listener([state_topic])
+    # No periodic refresh within the test: only the reconnect can say "online" again.
+    env = _env(service_env, modem_id, MQTT_HOST="127.0.0.1", MQTT_PORT=str(relay.port), WORKER_REFRESH_INTERVAL="300")
+    proc = subprocess.Popen(
+        [python, "-m", "smsgw_worker", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        listener.wait(state_topic, lambda p: p["online"], timeout=20)
+        assert relay.reset() == 1
+
+        def online_after_the_will() -> bool:
+            states = listener.payloads(state_topic)
+            will = next((i for i, p in enumerate(states) if not p["online"] and p.get("reason") == "lwt"), None)
+            return will is not None and any(p["online"] for p in states[will + 1 :])
+
+        wait_until(
+            online_after_the_will, 15, 0.05, lambda: f"online after the will; saw {listener.payloads(state_topic)}"
+        )
+        assert relay.accepted == 2
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out = proc.communicate(timeout=15)[0].decode()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate(timeout=5)[0].decode()
+        listener.close()
+        relay.close()
+    assert "Traceback" not in out, out
