@@ -201,8 +201,9 @@ def test_the_collector_process_stores_samples_serves_metrics_and_stops_on_sigter
 
 
 def test_a_ca_file_alone_turns_tls_on_and_the_collector_reports_over_it(service_env, python, tmp_path):
-    """MQTT_CA_FILE without MQTT_TLS means TLS (MqttSettings): the collector
-    must not have left `ssl` out of the process for that case."""
+    """MQTT_CA_FILE without MQTT_TLS means TLS (MqttSettings), as at an edge
+    node verifying its centre's broker; the collector used to keep `ssl` out
+    unless MQTT_TLS was set, and died at start."""
     tls = make_server_tls(tmp_path / "tls", "127.0.0.2")
     broker = PrivateMosquitto(listen="127.0.0.2", tls=tls)
     prefix = service_env["MQTT_PREFIX"] + "collector-tls/"
