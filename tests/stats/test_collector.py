@@ -43,6 +43,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> str:
+    """SIGTERM, as Compose stops it; its output."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate(timeout=5)[0]
+
+
 def test_a_sample_has_the_host_figures(tmp_path):
     thermal = tmp_path / "temp"
     thermal.write_text("48312\n")  # what a Pi's thermal_zone0/temp holds: millidegrees
@@ -190,12 +200,7 @@ def test_the_collector_process_stores_samples_serves_metrics_and_stops_on_sigter
         # Leave the broker clean: an empty retained message deletes the state.
         worker_bus.client.publish(topics.state("usb9"), b"", qos=1, retain=True).wait_for_publish(5)
         worker_bus.stop()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate(timeout=5)
+        out = stop(proc)
     assert proc.returncode == 0, out
     assert '"msg": "collector stopped"' in out
 
@@ -231,12 +236,7 @@ def test_a_ca_file_alone_turns_tls_on_and_the_collector_reports_over_it(service_
         wait_until(reported, 20, 0.2, "the collector's own figures, published over TLS")
     finally:
         listener.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=5)
+        stop(proc)
         broker.close()
 
 
@@ -272,10 +272,5 @@ def test_the_collector_reconnects_after_its_broker_connection_is_reset(service_e
     finally:
         listener.close()
         relay.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate(timeout=5)
+        out = stop(proc)
     assert "Traceback" not in out, out
