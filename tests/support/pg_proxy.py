@@ -20,6 +20,8 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from .ports import accept_relayed
+
 
 class CommitLosingProxy:
     def __init__(self, upstream_url: str) -> None:
@@ -54,18 +56,12 @@ class CommitLosingProxy:
         self._threads.append(thread)
 
     def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream, timeout=10)
-            server.settimeout(None)
-            muted = threading.Event()
-            self._spawn(self._pump_answers, server, client, muted)
-            self._spawn(self._pump_requests, client, server, muted)
+        accept_relayed(self.listener, self.upstream, self._stop, self._relay)
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        muted = threading.Event()
+        self._spawn(self._pump_answers, server, client, muted)
+        self._spawn(self._pump_requests, client, server, muted)
 
     @staticmethod
     def _read(sock: socket.socket, n: int) -> bytes:

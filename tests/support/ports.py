@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections.abc import Callable
 
 
 def port_range(default: str) -> range:
@@ -23,3 +25,24 @@ def free_port(default: str) -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} (SMSGW_TEST_PORTS)")
+
+
+def accept_relayed(
+    listener: socket.socket,
+    upstream: tuple[str, int],
+    stopped: threading.Event,
+    on_pair: Callable[[socket.socket, socket.socket], None],
+) -> None:
+    """The accept loop of a test's TCP relay: until `stopped` (or the listener
+    is closed), connect each client to `upstream` and hand both sockets,
+    blocking, to `on_pair`. The listener needs a timeout, so `stopped` is seen."""
+    while not stopped.is_set():
+        try:
+            client, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        server = socket.create_connection(upstream, timeout=10)
+        server.settimeout(None)
+        on_pair(client, server)

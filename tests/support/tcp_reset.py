@@ -11,6 +11,8 @@ import socket
 import struct
 import threading
 
+from .ports import accept_relayed
+
 
 class ResettingRelay:
     def __init__(self, upstream: tuple[str, int]) -> None:
@@ -25,20 +27,15 @@ class ResettingRelay:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream, timeout=5)
-            cut = threading.Event()
-            thread = threading.Thread(target=self._relay, args=(client, server, cut), daemon=True)
-            with self._lock:
-                self._live.append((cut, thread))
-                self.accepted += 1
-            thread.start()
+        accept_relayed(self.listener, self.upstream, self._closed, self._start_relay)
+
+    def _start_relay(self, client: socket.socket, server: socket.socket) -> None:
+        cut = threading.Event()
+        thread = threading.Thread(target=self._relay, args=(client, server, cut), daemon=True)
+        with self._lock:
+            self._live.append((cut, thread))
+            self.accepted += 1
+        thread.start()
 
     @staticmethod
     def _relay(client: socket.socket, server: socket.socket, cut: threading.Event) -> None:
